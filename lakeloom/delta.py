@@ -1,0 +1,143 @@
+"""Small, safe Delta Lake primitives shared by the IO manager, the cache, the ledger and the model store.
+
+Writes go through ``write_deltalake`` with a bounded retry on ``CommitFailedError`` (two writers
+overwriting the same partition: the loser retries from a fresh snapshot instead of losing its
+commit). Reads go through ``DeltaTable`` so the transaction log, not a file glob, decides which
+rows exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import polars as pl
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+WriteMode = Literal["append", "overwrite"]
+
+
+class DeltaWriteConflict(RuntimeError):
+    """Raised when a write still conflicts after its retries."""
+
+
+def quote_ident(name: str) -> str:
+    """Quote a column name for a Delta/DataFusion SQL predicate."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_literal(value: Any) -> str:
+    """Render a Python value as a SQL literal for a predicate (strings escaped, never f-string SQL)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        return f"'{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"'{value.isoformat()}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def in_predicate(column: str, values: Iterable[Any]) -> str:
+    """``"col" IN ('a', 'b')`` (or ``=`` for one value)."""
+    literals = sorted({sql_literal(v) for v in values})
+    if not literals:
+        raise ValueError(f"empty value list for predicate on column {column!r}")
+    if len(literals) == 1:
+        return f"{quote_ident(column)} = {literals[0]}"
+    return f"{quote_ident(column)} IN ({', '.join(literals)})"
+
+
+def and_predicates(predicates: Sequence[str]) -> str | None:
+    """Join predicates with AND; ``None`` when there are none."""
+    parts = [p for p in predicates if p]
+    return " AND ".join(f"({p})" for p in parts) if parts else None
+
+
+def table_exists(uri: str, storage_options: dict[str, str] | None = None) -> bool:
+    """True when a Delta table (a transaction log) exists at ``uri``."""
+    try:
+        DeltaTable(uri, storage_options=storage_options)
+    except TableNotFoundError:
+        return False
+    return True
+
+
+def table_version(uri: str, storage_options: dict[str, str] | None = None) -> int | None:
+    """The latest committed version, or ``None`` when there is no table."""
+    try:
+        return DeltaTable(uri, storage_options=storage_options).version()
+    except TableNotFoundError:
+        return None
+
+
+def write_table(
+    df: pl.DataFrame,
+    uri: str,
+    *,
+    mode: WriteMode = "append",
+    predicate: str | None = None,
+    partition_by: Sequence[str] | None = None,
+    storage_options: dict[str, str] | None = None,
+    schema_mode: Literal["merge", "overwrite"] | None = None,
+    max_attempts: int = 8,
+) -> int:
+    """Write ``df`` to the Delta table at ``uri`` and return the committed version.
+
+    ``mode="overwrite"`` with a ``predicate`` replaces exactly the matching rows (replaceWhere),
+    leaving every other partition intact. Commit conflicts are retried with jittered backoff.
+    """
+    arrow = df.to_arrow()
+    for attempt in range(1, max_attempts + 1):
+        try:
+            write_deltalake(
+                uri,
+                arrow,
+                mode=mode,
+                predicate=predicate,
+                partition_by=list(partition_by) if partition_by else None,
+                storage_options=storage_options,
+                schema_mode=schema_mode,
+            )
+            break
+        except CommitFailedError as exc:
+            if attempt == max_attempts:
+                raise DeltaWriteConflict(
+                    f"write to {uri} still conflicted after {max_attempts} attempts "
+                    f"(predicate={predicate!r}): {exc}"
+                ) from exc
+            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+    version = table_version(uri, storage_options)
+    assert version is not None
+    return version
+
+
+def read_table(
+    uri: str,
+    *,
+    predicate: str | None = None,
+    columns: Sequence[str] | None = None,
+    version: int | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> pl.DataFrame:
+    """Read a Delta table (optionally one version, some columns, rows matching a SQL predicate)."""
+    lf = scan_table(uri, version=version, storage_options=storage_options)
+    if columns is not None:
+        lf = lf.select(columns)
+    if predicate:
+        lf = lf.filter(pl.sql_expr(predicate))
+    return lf.collect()
+
+
+def scan_table(
+    uri: str, *, version: int | None = None, storage_options: dict[str, str] | None = None
+) -> pl.LazyFrame:
+    """A lazy polars scan of a Delta table; partition filters prune files."""
+    return pl.scan_delta(uri, version=version, storage_options=storage_options)

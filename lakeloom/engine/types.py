@@ -1,0 +1,56 @@
+"""Wire types shared by the engine's parts and by the functional core.
+
+A request is content-addressed: ``key`` is the hash of its canonical body, so the cache, the
+ledger and the output table all speak about the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Endpoint = Literal["chat.completions", "embeddings"]
+Status = Literal["ok", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    """One call to an OpenAI-compatible endpoint, exactly as it will be sent."""
+
+    key: str
+    endpoint: Endpoint
+    body: dict[str, Any]
+    prompt_tokens: int
+    max_output_tokens: int = 0
+
+    @property
+    def reserved_tokens(self) -> int:
+        """What the provider counts against its token limit before the call (prompt + max output)."""
+        return self.prompt_tokens + self.max_output_tokens
+
+
+@dataclass(slots=True)
+class LLMResult:
+    """The outcome of one request: the provider's JSON body, or an explicit error."""
+
+    key: str
+    status: Status
+    response: dict[str, Any] | None = None
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    attempts: int = 0
+    from_cache: bool = False
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class RunContext:
+    """Who is spending: recorded with every ledger row."""
+
+    run_id: str = "adhoc"
+    asset: str = ""
+    partition: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)

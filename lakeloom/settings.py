@@ -1,0 +1,57 @@
+"""Where lakeloom keeps its data: one project folder and one storage root, set by env vars.
+
+``LAKELOOM_HOME`` is the project's data folder (Dagster instance, DuckDB file, limiter state,
+cache journals); ``LAKELOOM_STORAGE_ROOT`` is where Delta tables live (a local folder or an
+``s3://bucket/prefix`` URI) and ``LAKELOOM_STORAGE_OPTIONS`` a JSON object of delta-rs storage
+options (for S3: endpoint, region, keys).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def data_dir() -> Path:
+    """The project's data folder, created on first use."""
+    path = Path(os.environ.get("LAKELOOM_HOME", Path.cwd() / "data")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Storage(BaseModel):
+    """A storage root for Delta tables plus the options delta-rs needs to reach it.
+
+    Examples:
+        >>> Storage(root="/tmp/lake").table_uri("assets", "reviews")
+        '/tmp/lake/assets/reviews'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    root: str = Field(description="Local folder or object-store URI (s3://bucket/prefix).")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="delta-rs storage options (endpoint, region, keys)."
+    )
+
+    @property
+    def is_local(self) -> bool:
+        """True when the root is a folder on this machine."""
+        return "://" not in self.root or self.root.startswith("file://")
+
+    def table_uri(self, *parts: str) -> str:
+        """The URI of a table below the root; local roots are created on demand."""
+        uri = "/".join([self.root.rstrip("/"), *(p.strip("/") for p in parts)])
+        if self.is_local:
+            Path(uri.removeprefix("file://")).parent.mkdir(parents=True, exist_ok=True)
+        return uri
+
+    @classmethod
+    def from_env(cls) -> Storage:
+        """Storage from ``LAKELOOM_STORAGE_ROOT``/``LAKELOOM_STORAGE_OPTIONS``, else the data folder."""
+        root = os.environ.get("LAKELOOM_STORAGE_ROOT") or str(data_dir() / "delta")
+        options = json.loads(os.environ.get("LAKELOOM_STORAGE_OPTIONS") or "{}")
+        return cls(root=root, storage_options=options)
