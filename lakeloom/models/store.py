@@ -1,0 +1,305 @@
+"""Versioned model store: ``<root>/_lakeloom/models/<name>/v<N>/`` with the model and its metadata.
+
+Each version holds ``model.joblib`` (the whole :class:`~lakeloom.core.predict.TrainedModel`),
+``model.lgb.txt`` (LightGBM's native text booster, readable without lakeloom) when the estimator
+is LightGBM, and ``metadata.json``: features with dtypes and vocabularies, target, task,
+estimator, chosen params, CV metrics, the lineage references of the training data (pinned Delta
+versions), library versions and ``created_at``.
+
+Writers reserve ``v<N>`` by creating ``v<N>/_reserved`` exclusively, so two concurrent saves never
+share a version; ``metadata.json`` is written last, so a version without it (a crashed save) is
+never listed or loaded. Paths go through fsspec: a local folder or a Modal Volume mount today,
+an object store URI once its fsspec driver is installed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import platform
+import re
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import fsspec
+import joblib
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from lakeloom.core.features import FeatureMismatchError
+from lakeloom.core.predict import TrainedModel
+from lakeloom.settings import Storage
+
+MODELS_DIR = "_lakeloom/models"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_VERSION = re.compile(r"^v(\d+)$")
+_TRACKED = ("lakeloom", "scikit-learn", "lightgbm", "polars", "numpy", "joblib")
+
+
+class ModelNotFoundError(LookupError):
+    """No stored model (or no such version) under the store's root."""
+
+
+class ModelRef(BaseModel):
+    """Where one stored model version lives; JSON-able for asset metadata and Modal calls."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    version: int
+    uri: str
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries a stored model depends on (``None`` when not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in _TRACKED:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    """Replace NaN/inf with None so metadata stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _lineage_entry(ref: Any) -> dict[str, Any]:
+    """Normalize a lineage reference (dict, JSON string, or object with ``to_json``) to a dict."""
+    if hasattr(ref, "to_json"):
+        ref = ref.to_json()
+    elif hasattr(ref, "model_dump"):
+        ref = ref.model_dump(mode="json")
+    if isinstance(ref, str):
+        ref = json.loads(ref)
+    if not isinstance(ref, Mapping):
+        raise TypeError(
+            f"lineage reference must be a dict or JSON object, got {type(ref).__name__}"
+        )
+    entry = dict(ref)
+    json.dumps(entry)  # fail here, not in the middle of a save, when it is not JSON-able
+    return entry
+
+
+def _fsspec_options(storage: Storage) -> dict[str, Any]:
+    """Translate delta-rs style S3 options (``AWS_*``) into s3fs keyword arguments."""
+    if storage.is_local:
+        return {}
+    opts = {k.upper(): v for k, v in storage.storage_options.items()}
+    out: dict[str, Any] = {}
+    client: dict[str, Any] = {}
+    if "AWS_ACCESS_KEY_ID" in opts:
+        out["key"] = opts["AWS_ACCESS_KEY_ID"]
+    if "AWS_SECRET_ACCESS_KEY" in opts:
+        out["secret"] = opts["AWS_SECRET_ACCESS_KEY"]
+    if "AWS_ENDPOINT_URL" in opts:
+        client["endpoint_url"] = opts["AWS_ENDPOINT_URL"]
+    if "AWS_REGION" in opts:
+        client["region_name"] = opts["AWS_REGION"]
+    if client:
+        out["client_kwargs"] = client
+    return out
+
+
+class ModelStore:
+    """Save and load versioned models under a storage root.
+
+    Examples:
+        >>> store = ModelStore(Storage(root="/tmp/lake"))  # doctest: +SKIP
+        >>> ref = store.save(model, "sentiment", lineage=[emb_ref.to_json()])  # doctest: +SKIP
+        >>> store.load("sentiment", check=new_frame).info["version"]  # doctest: +SKIP
+        1
+    """
+
+    def __init__(self, storage: Storage | None = None) -> None:
+        self.storage = storage or Storage.from_env()
+        self.base = f"{self.storage.root.rstrip('/')}/{MODELS_DIR}"
+        self._fs, self._base_path = fsspec.core.url_to_fs(
+            self.base, **_fsspec_options(self.storage)
+        )
+
+    # -- paths -----------------------------------------------------------------------------
+    def _name_path(self, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(
+                f"model name {name!r} must be 1-128 characters of letters, digits, '_', '.', '-'"
+            )
+        return f"{self._base_path}/{name}"
+
+    def uri(self, name: str, version: int) -> str:
+        """URI of one version's folder."""
+        return f"{self.base}/{name}/v{version}"
+
+    # -- listing ---------------------------------------------------------------------------
+    def versions(self, name: str) -> list[int]:
+        """Complete versions of ``name`` (those with ``metadata.json``), ascending."""
+        path = self._name_path(name)
+        if not self._fs.exists(path):
+            return []
+        found = []
+        for entry in self._fs.ls(path, detail=False):
+            match = _VERSION.match(entry.rstrip("/").rsplit("/", 1)[-1])
+            if match and self._fs.exists(f"{entry.rstrip('/')}/metadata.json"):
+                found.append(int(match.group(1)))
+        return sorted(found)
+
+    def names(self) -> list[str]:
+        """Every model name that has at least one complete version."""
+        if not self._fs.exists(self._base_path):
+            return []
+        names = [
+            p.rstrip("/").rsplit("/", 1)[-1] for p in self._fs.ls(self._base_path, detail=False)
+        ]
+        return sorted(n for n in names if _NAME.match(n) and self.versions(n))
+
+    def resolve(self, name: str, version: int | None = None) -> int:
+        """Return the pinned version if it exists, else the latest; raise when there is none."""
+        versions = self.versions(name)
+        if not versions:
+            raise ModelNotFoundError(f"no stored model named {name!r} under {self.base}")
+        if version is None:
+            return versions[-1]
+        if version not in versions:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version} (versions: {versions})"
+            )
+        return version
+
+    # -- save ------------------------------------------------------------------------------
+    def _reserve(self, name: str) -> int:
+        path = self._name_path(name)
+        self._fs.makedirs(path, exist_ok=True)
+        taken = [
+            int(m.group(1))
+            for p in self._fs.ls(path, detail=False)
+            if (m := _VERSION.match(p.rstrip("/").rsplit("/", 1)[-1]))
+        ]
+        version = max(taken, default=0) + 1
+        while True:
+            folder = f"{path}/v{version}"
+            self._fs.makedirs(folder, exist_ok=True)
+            try:
+                with self._fs.open(f"{folder}/_reserved", "xb") as handle:
+                    handle.write(b"")
+                return version
+            except FileExistsError:
+                version += 1
+
+    def save(
+        self,
+        model: TrainedModel,
+        name: str,
+        *,
+        lineage: Iterable[Any] = (),
+        cv_metrics: Mapping[str, float] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ModelRef:
+        """Store ``model`` as the next version of ``name`` and return where it went.
+
+        ``lineage`` takes the references of the training inputs (dicts, JSON strings, or
+        objects with ``to_json()`` such as ``lakeloom.ref(...)``), pinned to Delta versions.
+        """
+        entries = [_lineage_entry(r) for r in lineage]
+        version = self._reserve(name)
+        folder = f"{self._name_path(name)}/v{version}"
+        files = {"model": "model.joblib", "native": None}
+        stored = TrainedModel(**{**model.__dict__, "info": {}})
+        with self._fs.open(f"{folder}/model.joblib", "wb") as handle:
+            joblib.dump(stored, handle, compress=3)
+        booster = getattr(model.estimator, "booster_", None)
+        if booster is not None:
+            with self._fs.open(f"{folder}/model.lgb.txt", "w") as handle:
+                handle.write(booster.model_to_string())
+            files["native"] = "model.lgb.txt"
+        metadata = {
+            "name": name,
+            "version": version,
+            "uri": self.uri(name, version),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "task": model.target.task,
+            "target": model.target.model_dump(mode="json"),
+            "features": [c.model_dump(mode="json") for c in model.schema.columns],
+            "estimator": model.spec.estimator,
+            "params": model.best_params,
+            "inner_score": model.inner_score,
+            "n_train": model.n_train,
+            "spec": model.spec.model_dump(mode="json"),
+            "spec_hash": model.spec.spec_hash(),
+            "cv_metrics": dict(cv_metrics) if cv_metrics is not None else None,
+            "lineage": entries,
+            "versions": library_versions(),
+            "files": files,
+            **(dict(extra) if extra else {}),
+        }
+        text = json.dumps(_jsonable(metadata), indent=2, sort_keys=True)
+        with self._fs.open(f"{folder}/metadata.json.tmp", "w") as handle:
+            handle.write(text)
+        self._fs.mv(f"{folder}/metadata.json.tmp", f"{folder}/metadata.json")
+        return ModelRef(name=name, version=version, uri=self.uri(name, version))
+
+    # -- load ------------------------------------------------------------------------------
+    def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Read the ``metadata.json`` of a version (latest when ``version`` is None)."""
+        version = self.resolve(name, version)
+        with self._fs.open(f"{self._name_path(name)}/v{version}/metadata.json", "r") as handle:
+            return json.load(handle)
+
+    def load(
+        self, name: str, version: int | None = None, *, check: pl.DataFrame | None = None
+    ) -> TrainedModel:
+        """Load the latest (or a pinned) version; with ``check``, verify that frame can feed it.
+
+        ``model.info`` carries the stored metadata (name, version, uri, lineage, metrics...).
+        """
+        meta = self.metadata(name, version)
+        with self._fs.open(f"{self._name_path(name)}/v{meta['version']}/model.joblib", "rb") as f:
+            model: TrainedModel = joblib.load(f)
+        model.info = meta
+        now = library_versions()
+        for lib in ("scikit-learn", "lightgbm"):
+            if meta["versions"].get(lib) != now.get(lib):
+                warnings.warn(
+                    f"model {name!r} v{meta['version']} was saved with {lib} "
+                    f"{meta['versions'].get(lib)}, this process has {now.get(lib)}",
+                    stacklevel=2,
+                )
+        if check is not None:
+            try:
+                model.check(check)
+            except FeatureMismatchError as exc:
+                raise FeatureMismatchError(f"model {name!r} v{meta['version']}: {exc}") from exc
+        return model
+
+
+def save_model(
+    model: TrainedModel,
+    name: str,
+    *,
+    storage: Storage | None = None,
+    lineage: Iterable[Any] = (),
+    cv_metrics: Mapping[str, float] | None = None,
+) -> ModelRef:
+    """Store ``model`` as the next version of ``name`` under ``storage`` (default: from env)."""
+    return ModelStore(storage).save(model, name, lineage=lineage, cv_metrics=cv_metrics)
+
+
+def load_model(
+    name: str,
+    version: int | None = None,
+    *,
+    storage: Storage | None = None,
+    check: pl.DataFrame | None = None,
+) -> TrainedModel:
+    """Load the latest (or pinned) version of ``name``; ``check`` verifies a frame's features."""
+    return ModelStore(storage).load(name, version, check=check)
