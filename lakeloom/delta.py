@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 WriteMode = Literal["append", "overwrite"]
@@ -87,24 +88,35 @@ def write_table(
     partition_by: Sequence[str] | None = None,
     storage_options: dict[str, str] | None = None,
     schema_mode: Literal["merge", "overwrite"] | None = None,
+    commit_metadata: Mapping[str, str] | None = None,
     max_attempts: int = 8,
 ) -> int:
-    """Write ``df`` to the Delta table at ``uri`` and return the committed version.
+    """Write ``df`` to the Delta table at ``uri`` and return the version of *this* commit.
 
     ``mode="overwrite"`` with a ``predicate`` replaces exactly the matching rows (replaceWhere),
     leaving every other partition intact. Commit conflicts are retried with jittered backoff.
+    ``commit_metadata`` lands in the commit's ``commitInfo`` (read back with
+    ``DeltaTable.history()``), so lineage can be read from the Delta log alone. The returned
+    version is exact even when other writers commit concurrently.
     """
     arrow = df.to_arrow()
+    write_id = uuid.uuid4().hex
+    custom = {**(commit_metadata or {}), "lakeloom.write_id": write_id}
     for attempt in range(1, max_attempts + 1):
         try:
+            try:
+                target: str | DeltaTable = DeltaTable(uri, storage_options=storage_options)
+            except TableNotFoundError:
+                target = uri
             write_deltalake(
-                uri,
+                target,
                 arrow,
                 mode=mode,
                 predicate=predicate,
                 partition_by=list(partition_by) if partition_by else None,
                 storage_options=storage_options,
                 schema_mode=schema_mode,
+                commit_properties=CommitProperties(custom_metadata=custom),
             )
             break
         except CommitFailedError as exc:
@@ -114,9 +126,18 @@ def write_table(
                     f"(predicate={predicate!r}): {exc}"
                 ) from exc
             time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-    version = table_version(uri, storage_options)
-    assert version is not None
-    return version
+    if isinstance(target, DeltaTable):
+        return target.version()  # the writer's snapshot is advanced to its own commit
+    return _version_of_write(uri, write_id, storage_options)
+
+
+def _version_of_write(uri: str, write_id: str, storage_options: dict[str, str] | None) -> int:
+    """Find the commit stamped with ``write_id`` (a new table may race with other creators)."""
+    table = DeltaTable(uri, storage_options=storage_options)
+    for entry in table.history(limit=100):
+        if entry.get("lakeloom.write_id") == write_id:
+            return int(entry["version"])
+    return table.version()
 
 
 def read_table(

@@ -4,7 +4,9 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.storage",
+    "tests.fixtures.delta_io",
     "tests.fixtures.modal",
+    "tests.fixtures.predict",
 ]
 
 
