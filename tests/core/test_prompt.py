@@ -24,8 +24,13 @@ def test_missing_column_fails_at_definition_time_naming_it():
 
 @pytest.mark.parametrize(
     ("template", "needle"),
-    [("{}", "empty field"), ("{text:>10}", "format specs"), ("{text!r}", "conversions"),
-     ("{text", "bad prompt template"), ("  ", "non-empty")],
+    [
+        ("{}", "empty field"),
+        ("{text:>10}", "format specs"),
+        ("{text!r}", "conversions"),
+        ("{text", "bad prompt template"),
+        ("  ", "non-empty"),
+    ],
 )
 def test_bad_templates_are_refused(template, needle):
     with pytest.raises(PromptError, match=needle):

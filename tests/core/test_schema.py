@@ -103,7 +103,9 @@ def test_parse_validates_and_reports_the_field():
         "tags": ["a"],
     }
     with pytest.raises(ValidationError, match="sentiment"):
-        schema.parse('{"sentiment": "great", "topics": [], "summary": null, "stars": 3, "tags": []}')
+        schema.parse(
+            '{"sentiment": "great", "topics": [], "summary": null, "stars": 3, "tags": []}'
+        )
     with pytest.raises(ValueError, match="no message content"):
         schema.parse(None)
 
