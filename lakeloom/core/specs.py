@@ -19,27 +19,15 @@ from lakeloom.core.hashing import canonical_json
 from lakeloom.core.prompt import PromptTemplate
 from lakeloom.core.schema import OutputSchema
 
-StructuredOutput = Literal["json_schema", "json_object_schema", "json_object", "prompt"]
-"""How a provider is asked for structured output.
+StructuredOutput = Literal["json_schema", "json_object", "none"]
+"""How a provider takes a JSON schema (the engine's ``ProviderConfig.structured_output``).
 
 * ``json_schema``: OpenAI ``response_format={"type": "json_schema", "json_schema": {...,
-  "strict": true}}`` (OpenAI, Azure, vLLM);
-* ``json_object_schema``: ``{"type": "json_object", "schema": {...}}`` (llama.cpp's server,
+  "strict": true}}`` (OpenAI, Azure, vLLM, the simulator);
+* ``json_object``: ``{"type": "json_object", "schema": {...}}`` (llama.cpp's server,
   grammar-constrained; it rejects ``json_schema``);
-* ``json_object``: plain JSON mode, schema in the system message;
-* ``prompt``: no response format, schema in the system message.
+* ``none``: no response format; the schema is spelled out in the system message.
 """
-
-PROVENANCE_COLUMNS = (
-    "_status",
-    "_error",
-    "_request_hash",
-    "_model",
-    "_input_tokens",
-    "_output_tokens",
-    "_cost_usd",
-    "_attempts",
-)
 
 
 def _digest(payload: Any) -> str:

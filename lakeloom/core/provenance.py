@@ -1,0 +1,245 @@
+"""The per-row ledger: provenance columns, their fixed types, and run statistics.
+
+Every column transformation returns exactly one output row per input row, in input order, with
+``_status`` (ok / error / skipped), ``_error``, ``_request_hash``, ``_model``, ``_input_tokens``,
+``_output_tokens``, ``_cost_usd`` and ``_attempts`` (requests spent on the row: 1 + repairs).
+The types are fixed here, not inferred, so a partition that failed entirely still writes the
+same Delta schema as a healthy one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+from collections.abc import Awaitable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import polars as pl
+
+from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
+
+PROVENANCE_SCHEMA: dict[str, pl.DataType] = {
+    "_status": pl.String(),
+    "_error": pl.String(),
+    "_request_hash": pl.String(),
+    "_model": pl.String(),
+    "_input_tokens": pl.Int64(),
+    "_output_tokens": pl.Int64(),
+    "_cost_usd": pl.Float64(),
+    "_attempts": pl.Int32(),
+}
+"""Provenance columns and their dtypes, in output order."""
+
+PROVENANCE_DESCRIPTIONS: dict[str, str] = {
+    "_status": "ok, error (see _error) or skipped (input null/blank); no row is ever dropped",
+    "_error": "why the row is error or skipped (null when ok)",
+    "_request_hash": "key of the request whose response produced the value (cache key)",
+    "_model": "model that answered",
+    "_input_tokens": "prompt tokens spent on this row, repairs included (shared batches split)",
+    "_output_tokens": "completion tokens spent on this row, repairs included",
+    "_cost_usd": "USD spent on this row in the run that produced it, repairs included",
+    "_attempts": "requests sent for this row (1 + repairs; 0 when skipped)",
+}
+
+
+class Runner(Protocol):
+    """What the core needs from an engine: send requests, get one result per request key."""
+
+    def run(
+        self, requests: Sequence[LLMRequest], *, context: RunContext | None = None
+    ) -> Sequence[LLMResult] | Awaitable[Sequence[LLMResult]]:
+        """Send ``requests`` (through cache, limiter, budget) and return their results."""
+
+
+def run_requests(
+    engine: Runner, requests: Sequence[LLMRequest], context: RunContext | None
+) -> dict[str, LLMResult]:
+    """Send a round of requests through ``engine``; results by request key.
+
+    Accepts an engine whose ``run`` is sync or async. A request the engine returned no result
+    for becomes an explicit error result: rows are never silently dropped.
+    """
+    if not requests:
+        return {}
+    out = engine.run(requests, context=context)
+    if inspect.isawaitable(out):
+        out = _await(out)
+    results = {r.key: r for r in out}
+    for request in requests:
+        if request.key not in results:
+            results[request.key] = LLMResult(
+                key=request.key, status="error", error="the engine returned no result"
+            )
+    return results
+
+
+def _await(awaitable: Awaitable[Any]) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_as_coroutine(awaitable))
+    raise RuntimeError(
+        "generate_column/embed_column run their own event loop; inside a running loop (a "
+        "notebook cell) call them from a worker thread or use the engine's async API"
+    )
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+@dataclass(slots=True)
+class RowLedger:
+    """Per-row provenance being filled in, one slot per input row."""
+
+    n: int
+    status: list[str | None] = field(init=False)
+    error: list[str | None] = field(init=False)
+    request_hash: list[str | None] = field(init=False)
+    model: list[str | None] = field(init=False)
+    input_tokens: list[int] = field(init=False)
+    output_tokens: list[int] = field(init=False)
+    cost_usd: list[float] = field(init=False)
+    attempts: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.status = [None] * self.n
+        self.error = [None] * self.n
+        self.request_hash = [None] * self.n
+        self.model = [None] * self.n
+        self.input_tokens = [0] * self.n
+        self.output_tokens = [0] * self.n
+        self.cost_usd = [0.0] * self.n
+        self.attempts = [0] * self.n
+
+    def frame(self) -> pl.DataFrame:
+        """Build the provenance columns with their fixed dtypes."""
+        assert all(s is not None for s in self.status), "every row needs a status"
+        return pl.DataFrame(
+            {
+                "_status": self.status,
+                "_error": self.error,
+                "_request_hash": self.request_hash,
+                "_model": self.model,
+                "_input_tokens": self.input_tokens,
+                "_output_tokens": self.output_tokens,
+                "_cost_usd": self.cost_usd,
+                "_attempts": self.attempts,
+            },
+            schema=PROVENANCE_SCHEMA,
+        )
+
+
+@dataclass(slots=True)
+class ColumnStats:
+    """What one column transformation did and spent: rows, requests, tokens, cost, latency."""
+
+    rows: int = 0
+    rows_ok: int = 0
+    rows_error: int = 0
+    rows_skipped: int = 0
+    requests: int = 0
+    cache_hits: int = 0
+    repairs: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add_results(self, results: Sequence[LLMResult]) -> None:
+        """Count a round of engine results (requests, cache hits, retries, tokens, cost)."""
+        for r in results:
+            self.requests += 1
+            self.cache_hits += int(r.from_cache)
+            self.retries += int(getattr(r, "retries", max(r.attempts - 1, 0)))
+            self.rate_limited += int(getattr(r, "rate_limited", 0))
+            self.input_tokens += r.input_tokens
+            self.output_tokens += r.output_tokens
+            self.cost_usd += r.cost_usd
+
+    def finish(self, ledger: RowLedger, latencies: Sequence[float]) -> ColumnStats:
+        """Fill row counts from the ledger and latency percentiles from live requests."""
+        self.rows = ledger.n
+        self.rows_ok = sum(s == "ok" for s in ledger.status)
+        self.rows_error = sum(s == "error" for s in ledger.status)
+        self.rows_skipped = sum(s == "skipped" for s in ledger.status)
+        reasons: dict[str, int] = {}
+        for status, error in zip(ledger.status, ledger.error, strict=True):
+            if status == "error" and error:
+                head = error.split(":", 1)[0][:80]
+                reasons[head] = reasons.get(head, 0) + 1
+        self.errors = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:10])
+        if latencies:
+            ordered = sorted(latencies)
+            self.latency_p50_s = _quantile(ordered, 0.50)
+            self.latency_p95_s = _quantile(ordered, 0.95)
+        self.cost_usd = round(self.cost_usd, 9)
+        return self
+
+    @property
+    def ok_ratio(self) -> float:
+        """Share of non-skipped rows that are ok (1.0 when every row was skipped)."""
+        attempted = self.rows - self.rows_skipped
+        return self.rows_ok / attempted if attempted else 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (for metadata and logs)."""
+        return asdict(self)
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    pos = (len(ordered) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo), 6)
+
+
+def apportion(total: int, weights: Sequence[int]) -> list[int]:
+    """Split an integer total by weights so the parts sum exactly to it (largest remainder).
+
+    Examples:
+        >>> apportion(10, [1, 1, 1])
+        [4, 3, 3]
+    """
+    if not weights:
+        return []
+    wsum = sum(max(w, 0) for w in weights)
+    if wsum == 0:
+        weights, wsum = [1] * len(weights), len(weights)
+    raw = [total * max(w, 0) / wsum for w in weights]
+    parts = [math.floor(x) for x in raw]
+    order = sorted(range(len(raw)), key=lambda i: -(raw[i] - parts[i]))
+    for i in order[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def assemble(
+    df: pl.DataFrame,
+    keep: Sequence[str] | None,
+    value: pl.Series,
+    ledger: RowLedger,
+) -> pl.DataFrame:
+    """Kept input columns + the value column + provenance, rows in input order."""
+    base = df if keep is None else df.select(keep)
+    clash = [c for c in [value.name, *PROVENANCE_SCHEMA] if c in base.columns]
+    if clash:
+        base = base.drop(clash)
+    return pl.concat([base, value.to_frame(), ledger.frame()], how="horizontal")
+
+
+def check_keep(df_columns: Sequence[str], keep: Sequence[str] | None, where: str) -> None:
+    """Fail before any request when a kept (key) column is missing."""
+    if keep is None:
+        return
+    missing = [c for c in keep if c not in df_columns]
+    if missing:
+        raise ValueError(
+            f"key column(s) {missing} are not in the {where}; its columns are: "
+            f"{', '.join(df_columns) or '(none)'}"
+        )
