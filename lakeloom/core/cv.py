@@ -26,6 +26,7 @@ from sklearn.model_selection import (
     StratifiedGroupKFold,
     StratifiedKFold,
 )
+from threadpoolctl import threadpool_limits
 
 from lakeloom.core.estimators import Layout, get_estimator, predict_proba_full
 from lakeloom.core.features import FeatureMismatchError, FeatureSchema, TargetInfo, resolve_column
@@ -210,8 +211,9 @@ def run_outer_fold(data: TrainingData, spec: PredictSpec, fold: int) -> FoldResu
         raise ValueError(f"fold {fold} out of range 0..{spec.outer_folds - 1}")
     start = time.perf_counter()
     train_idx, test_idx = outer_splits(data, spec)[fold]
-    params, inner_score = select_params(data, spec, train_idx)
-    _, pred, proba = _fit_predict(data, spec, params, train_idx, test_idx)
+    with threadpool_limits(limits=spec.estimator_threads):  # OpenMP users: HGB, numpy BLAS
+        params, inner_score = select_params(data, spec, train_idx)
+        _, pred, proba = _fit_predict(data, spec, params, train_idx, test_idx)
     return FoldResult(
         fold=fold,
         n_train=len(train_idx),

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 FeatureKind = Literal["numeric", "categorical", "embedding"]
 Task = Literal["classification", "regression"]
 _CATEGORICAL_DTYPES = (pl.String, pl.Categorical, pl.Enum)
+_TEXT_DTYPES = ("String", "Categorical", "Enum")
 
 
 class FeatureMismatchError(ValueError):
@@ -90,10 +91,15 @@ class FeatureColumn(BaseModel):
     width: int = Field(1, ge=1, description="Matrix columns this feature expands to.")
     categories: tuple[str, ...] = Field((), description="Vocabulary fixed at fit time.")
 
+    def kind_of(self, series: pl.Series) -> FeatureKind:
+        """Kind of ``series`` seen through this column: numbers stay categorical only if forced."""
+        forced = self.kind == "categorical" and not self.dtype.startswith(_TEXT_DTYPES)
+        return _kind_of(series, forced)
+
     def to_matrix(self, df: pl.DataFrame) -> np.ndarray:
         """Build this feature's ``(n, width)`` float block; nulls and unseen categories are NaN."""
         series = resolve_column(df, self.name)
-        kind = _kind_of(series, self.kind == "categorical")
+        kind = self.kind_of(series)
         if kind != self.kind:
             raise FeatureMismatchError(
                 f"feature {self.name!r} was {self.kind} ({self.dtype}) at fit time "
@@ -209,7 +215,7 @@ class FeatureSchema(BaseModel):
         for column in self.columns:
             try:
                 series = resolve_column(df, column.name)
-                kind = _kind_of(series, column.kind == "categorical")
+                kind = column.kind_of(series)
             except FeatureMismatchError as exc:
                 problems.append(f"missing feature {column.name!r}: {exc}")
                 continue

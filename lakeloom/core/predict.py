@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
 
 from lakeloom.core.cv import (
     NestedCVResult,
@@ -93,11 +94,12 @@ def fit_prepared(data: TrainingData, spec: PredictSpec) -> TrainedModel:
     """
     start = time.perf_counter()
     rows = np.arange(len(data.y))
-    params, inner_score = select_params(data, spec, rows)
-    est, fit_kwargs = get_estimator(spec.estimator).build(
-        data.target.task, params, spec.seed, spec.estimator_threads, data.layout
-    )
-    est.fit(data.X, data.y, **fit_kwargs)
+    with threadpool_limits(limits=spec.estimator_threads):
+        params, inner_score = select_params(data, spec, rows)
+        est, fit_kwargs = get_estimator(spec.estimator).build(
+            data.target.task, params, spec.seed, spec.estimator_threads, data.layout
+        )
+        est.fit(data.X, data.y, **fit_kwargs)
     return TrainedModel(
         estimator=est,
         spec=spec,
