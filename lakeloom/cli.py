@@ -10,7 +10,9 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: list[str] = []
+COMMANDS: list[str] = [
+    "lakeloom.sim.cli",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
