@@ -20,6 +20,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pydantic import Field, PrivateAttr
 
+from lakeloom.catalog import view_name
 from lakeloom.delta import write_table
 from lakeloom.io_managers.partitions import (
     Dimension,
@@ -37,12 +38,6 @@ STORAGE_KIND = "deltalake"
 
 class MissingUpstreamError(dg.Failure):
     """An input's upstream table or partition does not exist."""
-
-
-def view_name(asset_key: dg.AssetKey | tuple[str, ...]) -> str:
-    """Name an asset's table in the DuckDB catalog: its key path joined with ``__``."""
-    path = asset_key.path if isinstance(asset_key, dg.AssetKey) else asset_key
-    return "__".join(path)
 
 
 class DeltaIOManager(dg.ConfigurableIOManager):
