@@ -26,7 +26,10 @@ from lakeloom.settings import Storage
 QUERIES = {
     "full_agg": "SELECT part, count(*), avg(score) FROM facts GROUP BY part",
     "one_partition": "SELECT count(*), avg(score) FROM facts WHERE part = 'p07'",
-    "join": "SELECT d.label, count(*) FROM facts f JOIN dims d USING (id) WHERE d.label = 'x' GROUP BY 1",
+    "join": (
+        "SELECT d.label, count(*) FROM facts f JOIN dims d USING (id) "
+        "WHERE d.label = 'x' GROUP BY 1"
+    ),
 }
 
 
