@@ -166,7 +166,7 @@ def _resolve_pins(tables: list[CatalogTable], as_of: Mapping[str, int]) -> dict[
     by_key = {t.name: t.name for t in tables} | {"/".join(t.asset_key): t.name for t in tables}
     unknown = sorted(set(as_of) - set(by_key))
     if unknown:
-        raise KeyError(f"--as-of names unknown tables {unknown}; known: {sorted(by_key)}")
+        raise ValueError(f"--as-of names unknown tables {unknown}; known: {sorted(by_key)}")
     return {by_key[k]: int(v) for k, v in as_of.items()}
 
 

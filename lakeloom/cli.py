@@ -12,6 +12,7 @@ import sys
 
 COMMANDS: list[str] = [
     "lakeloom.sim.cli",
+    "lakeloom.catalog_cli",
 ]
 
 

@@ -55,3 +55,16 @@ class Storage(BaseModel):
         root = os.environ.get("LAKELOOM_STORAGE_ROOT") or str(data_dir() / "delta")
         options = json.loads(os.environ.get("LAKELOOM_STORAGE_OPTIONS") or "{}")
         return cls(root=root, storage_options=options)
+
+    @classmethod
+    def resolve(
+        cls, root: str | None = None, storage_options: dict[str, str] | None = None
+    ) -> Storage:
+        """Use the explicit root/options where given and the environment's for the rest."""
+        if root is not None and storage_options is not None:
+            return cls(root=root, storage_options=storage_options)
+        env = cls.from_env()
+        return cls(
+            root=root if root is not None else env.root,
+            storage_options=storage_options if storage_options is not None else env.storage_options,
+        )

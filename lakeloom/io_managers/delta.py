@@ -63,13 +63,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
     @property
     def storage(self) -> Storage:
         """Resolve the storage root and options (env vars fill what is unset)."""
-        env = Storage.from_env() if self.root is None or self.storage_options is None else None
-        return Storage(
-            root=self.root or env.root,  # type: ignore[union-attr]
-            storage_options=self.storage_options
-            if self.storage_options is not None
-            else env.storage_options,  # type: ignore[union-attr]
-        )
+        return Storage.resolve(self.root, self.storage_options)
 
     def table_uri(self, asset_key: dg.AssetKey) -> str:
         """Return where an asset's Delta table lives."""
