@@ -1,0 +1,207 @@
+"""DuckDB catalog: views over every asset table, latest versions, pins, pruning, resource, CLI."""
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from lakeloom.catalog import Catalog
+from lakeloom.cli import main
+from lakeloom.delta import write_table
+from lakeloom.resources.catalog import DuckDBCatalogResource
+
+
+@pytest.fixture
+def lake(storage):
+    """Two asset tables: raw/reviews (partitioned by a string) and labels (by a date)."""
+    reviews = pl.DataFrame(
+        {"id": [1, 2, 3, 4], "text": ["good", "bad", "meh", "fine"], "partition": list("aabb")}
+    )
+    labels = pl.DataFrame(
+        {"id": [1, 2, 3], "label": ["pos", "neg", "neu"], "day": [dt.date(2024, 1, 1)] * 3}
+    )
+    write_table(
+        reviews,
+        storage.table_uri("assets", "raw", "reviews"),
+        mode="overwrite",
+        partition_by=["partition"],
+    )
+    write_table(
+        labels, storage.table_uri("assets", "labels"), mode="overwrite", partition_by=["day"]
+    )
+    return storage
+
+
+def test_views_are_named_after_asset_keys_and_join(lake, tmp_path):
+    catalog = Catalog(lake, database=tmp_path / "c.duckdb")
+    assert [(t.name, t.asset_key) for t in catalog.tables()] == [
+        ("labels", ("labels",)),
+        ("raw__reviews", ("raw", "reviews")),
+    ]
+    con = catalog.connect()
+    rows = con.sql(
+        "SELECT id, text, label, day FROM raw__reviews JOIN labels USING (id) ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        (1, "good", "pos", dt.date(2024, 1, 1)),
+        (2, "bad", "neg", dt.date(2024, 1, 1)),
+        (3, "meh", "neu", dt.date(2024, 1, 1)),
+    ]
+    assert con.sql("SELECT current_setting('autoinstall_known_extensions')").fetchall() == [
+        (False,)
+    ]
+    columns = [c[0] for c in con.sql("DESCRIBE raw__reviews").fetchall()]
+    assert columns == ["id", "text", "partition"]  # the Delta schema's order, partitions typed
+
+
+def test_views_follow_the_latest_version_and_as_of_pins(lake, tmp_path):
+    uri = lake.table_uri("assets", "raw", "reviews")
+    catalog = Catalog(lake, database=tmp_path / "c.duckdb")
+    catalog.connect().close()
+    write_table(
+        pl.DataFrame({"id": [9], "text": ["new"], "partition": ["b"]}),
+        uri,
+        mode="overwrite",
+        predicate="\"partition\" = 'b'",
+    )
+    latest = catalog.connect()
+    assert latest.sql("SELECT id FROM raw__reviews ORDER BY id").fetchall() == [(1,), (2,), (9,)]
+    latest.close()
+    pinned = catalog.connect(as_of={"raw/reviews": 0})
+    assert pinned.sql("SELECT count(*) FROM raw__reviews").fetchall() == [(4,)]
+    with pytest.raises(ValueError, match="unknown tables \\['nope'\\]"):
+        catalog.connect(as_of={"nope": 1})
+
+
+def test_the_persisted_file_opens_in_plain_duckdb(lake, tmp_path):
+    database = tmp_path / "c.duckdb"
+    Catalog(lake, database=database).connect().close()
+    con = duckdb.connect(str(database), read_only=True)
+    assert con.sql("SELECT count(*) FROM raw__reviews").fetchall() == [(4,)]
+
+
+def test_partition_filters_prune_files(lake):
+    uri = lake.table_uri("assets", "raw", "reviews")
+    con = Catalog(lake, database=":memory:").connect()
+    files = DeltaTable(uri).file_uris()
+    kept = "a" if "partition=a" in files[0] else "b"  # the first file also gives the schema
+    for path in files:
+        if f"partition={kept}" not in path:
+            Path(path).write_bytes(b"not parquet")  # opening it would fail the query
+    query = f"SELECT count(*) FROM raw__reviews WHERE partition = '{kept}'"
+    assert con.sql(query).fetchall() == [(2,)]
+    with pytest.raises(duckdb.Error, match="parquet|magic"):
+        con.sql("SELECT count(*) FROM raw__reviews").fetchall()
+
+
+def test_schema_evolution_and_empty_and_vanished_tables(lake, tmp_path):
+    uri = lake.table_uri("assets", "labels")
+    evolved = pl.DataFrame(
+        {"id": [7], "label": ["pos"], "day": [dt.date(2024, 1, 2)], "score": [0.5]}
+    )
+    write_table(evolved, uri, mode="overwrite", predicate="day = '2024-01-02'", schema_mode="merge")
+    write_table(
+        pl.DataFrame({"id": [1]}).clear(), lake.table_uri("assets", "empty"), mode="overwrite"
+    )
+    database = tmp_path / "c.duckdb"
+    con = Catalog(lake, database=database).connect()
+    assert con.sql("SELECT id, score FROM labels ORDER BY id").fetchall() == [
+        (1, None),
+        (2, None),
+        (3, None),
+        (7, 0.5),
+    ]
+    assert con.sql("SELECT count(*) FROM empty").fetchall() == [(0,)]
+    con.close()
+    import shutil
+
+    shutil.rmtree(lake.table_uri("assets", "raw", "reviews"))
+    con = Catalog(lake, database=database).connect()
+    names = {
+        r[0] for r in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    }
+    assert "raw__reviews" not in names and {"labels", "empty"} <= names
+
+
+def test_resource_gives_connections_with_views(lake, tmp_path):
+    @dg.asset
+    def report(catalog: DuckDBCatalogResource) -> dg.MaterializeResult:
+        with catalog.get_connection() as con:
+            n = con.sql("SELECT count(*) FROM raw__reviews JOIN labels USING (id)").fetchall()[0][0]
+        return dg.MaterializeResult(metadata={"joined": n})
+
+    resource = DuckDBCatalogResource(database=str(tmp_path / "r.duckdb"), root=lake.root)
+    result = dg.materialize([report], resources={"catalog": resource})
+    assert result.asset_materializations_for_node("report")[0].metadata["joined"].value == 3
+    with resource.get_connection(as_of={"labels": 0}) as con:
+        assert con.sql("SELECT count(*) FROM labels").fetchall() == [(3,)]
+
+
+def test_cli_query_formats_and_errors(lake, capsys, monkeypatch):
+    assert (
+        main(
+            [
+                "sql",
+                "--database",
+                ":memory:",
+                "--format",
+                "json",
+                "SELECT id, label FROM labels ORDER BY id LIMIT 2",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == [
+        {"id": 1, "label": "pos"},
+        {"id": 2, "label": "neg"},
+    ]
+    assert (
+        main(
+            [
+                "sql",
+                "--database",
+                ":memory:",
+                "--format",
+                "csv",
+                "--as-of",
+                "raw__reviews=0",
+                "SELECT count(*) AS n FROM raw__reviews",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out == "n\n4\n"
+    assert main(["sql", "--database", ":memory:", "SELECT * FROM missing_table"]) == 1
+    assert "missing_table" in capsys.readouterr().err
+    assert main(["sql", "--database", ":memory:", "--as-of", "labels", "SELECT 1"]) == 2
+    assert "ASSET=VERSION" in capsys.readouterr().err
+
+
+def test_cli_reads_sql_from_stdin_in_a_real_process(lake):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lakeloom.cli", "sql"],
+        input="SELECT label, count(*) AS n FROM labels GROUP BY label ORDER BY label;",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "neg" in proc.stdout and "(3 rows)" in proc.stdout
+
+
+def test_cli_interactive_shell(lake, monkeypatch, capsys):
+    from lakeloom import catalog_cli
+
+    lines = iter(["SELECT count(*) AS n", "FROM raw__reviews;", ".tables", ".quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    con = Catalog(lake, database=":memory:").connect()
+    assert catalog_cli.shell(con, "csv", 10) == 0
+    out = capsys.readouterr().out
+    assert "n\n4\n" in out and "raw__reviews" in out
