@@ -25,7 +25,7 @@ class LLMRequest:
 
     @property
     def reserved_tokens(self) -> int:
-        """What the provider counts against its token limit before the call (prompt + max output)."""
+        """Tokens the provider counts against its limit before the call (prompt + max output)."""
         return self.prompt_tokens + self.max_output_tokens
 
 
@@ -44,6 +44,12 @@ class LLMResult:
     attempts: int = 0
     from_cache: bool = False
     model: str | None = None
+    retries: int = 0
+    rate_limited: int = 0
+    uncertain_attempts: int = 0
+    cached_input_tokens: int = 0
+    response_text: str | None = None
+    fatal: bool = False
 
 
 @dataclass(slots=True)

@@ -1,0 +1,338 @@
+"""The response cache: every paid response, keyed by request hash, in a Delta table.
+
+Durability comes in two steps. Each response is first appended to a local write-ahead journal
+(JSON lines under ``data_dir()/journal/``, flushed to the OS per response, so ``kill -9`` loses
+only requests still in flight), and every ``flush_every`` responses or ``flush_interval_s``
+seconds the journal segment is committed to Delta and deleted. Each live journal segment holds an
+exclusive ``flock``; when a cache opens, segments nobody holds (their writer died) are replayed
+into Delta, skipping keys already there.
+
+Lookups of a whole partition are one polars semi-join of the request keys against the table's
+``request_hash`` column. The table is partitioned by ``model`` (lookups prune to the models
+asked for) and compacted with ``optimize.compact`` when small files pile up; ``vacuum`` only
+removes files older than the retention window, so concurrent readers stay safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from lakeloom.delta import table_exists, write_table
+from lakeloom.settings import Storage, data_dir
+
+SCHEMA = {
+    "request_hash": pl.String,
+    "model": pl.String,
+    "endpoint": pl.String,
+    "response": pl.String,
+    "input_tokens": pl.Int64,
+    "output_tokens": pl.Int64,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+_LOOKUP_COLUMNS = ["request_hash", "model", "response", "input_tokens", "output_tokens"]
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Hits and misses of this cache object's lookups."""
+
+    hits: int = 0
+    misses: int = 0
+
+    @property
+    def hit_ratio(self) -> float:
+        """Share of hits among lookups; 0 when nothing was looked up."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+def _row(line: str) -> list[Any] | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None  # a line cut short by a crash
+    return row if isinstance(row, list) and len(row) == 7 else None
+
+
+def _frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
+    columns = [
+        "request_hash",
+        "model",
+        "endpoint",
+        "input_tokens",
+        "output_tokens",
+        "created_at",
+        "response",
+    ]
+    df = pl.DataFrame(list(rows), schema=columns, orient="row")
+    return df.with_columns(
+        pl.col("input_tokens").cast(pl.Int64),
+        pl.col("output_tokens").cast(pl.Int64),
+        pl.from_epoch(pl.col("created_at").cast(pl.Int64), time_unit="us")
+        .dt.replace_time_zone("UTC")
+        .alias("created_at"),
+    ).select(list(SCHEMA))
+
+
+class ResponseCache:
+    """Paid responses keyed by request hash: journal first, Delta in small batches.
+
+    Examples:
+        >>> cache = ResponseCache(Storage.from_env())  # doctest: +SKIP
+        >>> cache.append("ab12...", "gpt-4o-mini", "chat.completions", '{"choices": []}', 12, 3)
+        >>> cache.flush(); cache.lookup(pl.Series(["ab12..."])).height  # doctest: +SKIP
+        1
+    """
+
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        *,
+        table: str = "cache",
+        flush_every: int = 1000,
+        flush_interval_s: float = 2.0,
+        compact_min_files: int = 64,
+    ) -> None:
+        """Open the cache under ``<root>/_lakeloom/<table>`` and replay orphaned journals."""
+        self.storage = storage or Storage.from_env()
+        self.uri = self.storage.table_uri("_lakeloom", table)
+        self.flush_every = flush_every
+        self.flush_interval_s = flush_interval_s
+        self.compact_min_files = compact_min_files
+        self.stats = CacheStats()
+        digest = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
+        self.journal_dir = data_dir() / "journal" / digest
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._pending: list[list[Any]] = []
+        self._segment: IO[str] | None = None
+        self._segment_path: Path | None = None
+        self._flush_due: asyncio.Event | None = None  # set while flush_loop runs
+        self._exists = False
+        self.replayed = self.replay_orphans()
+
+    # -- journal ------------------------------------------------------------------------------
+
+    def _open_segment(self) -> None:
+        path = self.journal_dir / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives until rotated
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._segment, self._segment_path = handle, path
+
+    def append(
+        self,
+        key: str,
+        model: str,
+        endpoint: str,
+        response_text: str,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        """Record one paid response: journaled (flushed to the OS) now, in Delta soon."""
+        row = [
+            key,
+            model,
+            endpoint,
+            input_tokens,
+            output_tokens,
+            time.time_ns() // 1000,
+            response_text,
+        ]
+        line = json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._segment is None:
+                self._open_segment()
+            assert self._segment is not None
+            self._segment.write(line)
+            self._segment.flush()
+            self._pending.append(row)
+            due = len(self._pending) >= self.flush_every
+        if due and self._flush_due is not None:
+            self._flush_due.set()
+
+    @property
+    def pending(self) -> int:
+        """Responses journaled but not yet committed to Delta."""
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Commit the pending responses to Delta, then drop their journal segment."""
+        with self._flush_lock:
+            with self._lock:
+                rows, self._pending = self._pending, []
+                segment, path = self._segment, self._segment_path
+                self._segment = self._segment_path = None
+            if not rows:
+                if segment is not None:
+                    segment.close()
+                    if path is not None:
+                        path.unlink(missing_ok=True)
+                return 0
+            try:
+                self._write(_frame(rows))
+            except BaseException:
+                with self._lock:  # keep them for the next flush; the journal still has them
+                    self._pending[:0] = rows
+                if segment is not None:
+                    segment.close()  # lock released: the next open replays it
+                raise
+            if segment is not None:
+                segment.close()
+                if path is not None:
+                    path.unlink(missing_ok=True)
+            return len(rows)
+
+    def _write(self, df: pl.DataFrame) -> None:
+        write_table(
+            df,
+            self.uri,
+            mode="append",
+            partition_by=["model"],
+            storage_options=self.storage.storage_options or None,
+        )
+
+    def replay_orphans(self) -> int:
+        """Commit journals left by dead writers (a crash) to Delta; returns rows added."""
+        added = 0
+        for path in sorted(self.journal_dir.glob("*.jsonl")):
+            if path == self._segment_path:
+                continue
+            try:
+                handle = open(path, encoding="utf-8")  # noqa: SIM115
+            except FileNotFoundError:
+                continue
+            with handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer owns it
+                rows = [r for r in map(_row, handle) if r is not None]
+                if rows:
+                    df = _frame(rows).unique("request_hash", keep="first")
+                    known = self._known(df["request_hash"], df["model"].unique().to_list())
+                    df = df.join(known, on="request_hash", how="anti")
+                    if df.height:
+                        self._write(df)
+                        added += df.height
+                path.unlink(missing_ok=True)
+        return added
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def _scan(self, models: Sequence[str] | None) -> pl.LazyFrame | None:
+        options = self.storage.storage_options or None
+        if not self._exists:
+            self._exists = table_exists(self.uri, options)
+            if not self._exists:
+                return None
+        lf = pl.scan_delta(self.uri, storage_options=options)
+        if models:
+            lf = lf.filter(pl.col("model").is_in(list(models)))
+        return lf
+
+    def _known(self, keys: pl.Series, models: Sequence[str] | None) -> pl.DataFrame:
+        lf = self._scan(models)
+        wanted = pl.DataFrame({"request_hash": keys.cast(pl.String)})
+        if lf is None:
+            return wanted.clear()
+        return (
+            lf.select("request_hash")
+            .join(wanted.lazy(), on="request_hash", how="semi")
+            .unique()
+            .collect()
+        )
+
+    def lookup(
+        self, keys: pl.Series | Sequence[str], *, models: Sequence[str] | None = None
+    ) -> pl.DataFrame:
+        """Find the cached responses for ``keys`` (one vectorized join); one row per key found.
+
+        Columns: request_hash, model, response (JSON text), input_tokens, output_tokens.
+        ``models`` (optional) prunes the scan to those model partitions.
+        """
+        keys = keys if isinstance(keys, pl.Series) else pl.Series(list(keys), dtype=pl.String)
+        wanted = pl.DataFrame({"request_hash": keys.cast(pl.String)}).unique()
+        lf = self._scan(models)
+        parts: list[pl.DataFrame] = []
+        if lf is not None:
+            parts.append(
+                lf.select(_LOOKUP_COLUMNS)
+                .join(wanted.lazy(), on="request_hash", how="semi")
+                .collect()
+            )
+        with self._lock:
+            pending = list(self._pending)
+        if pending:
+            parts.append(
+                _frame(pending).select(_LOOKUP_COLUMNS).join(wanted, on="request_hash", how="semi")
+            )
+        if not parts:
+            found = pl.DataFrame(schema={c: SCHEMA[c] for c in _LOOKUP_COLUMNS})
+        else:
+            found = pl.concat(parts, how="vertical_relaxed").unique("request_hash", keep="first")
+        self.stats.hits += found.height
+        self.stats.misses += wanted.height - found.height
+        return found
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def flush_loop(self, stop: asyncio.Event) -> None:
+        """Flush in a worker thread every ``flush_interval_s`` or ``flush_every`` responses."""
+        due = self._flush_due = asyncio.Event()
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(due.wait(), timeout=self.flush_interval_s)
+                due.clear()
+                if self._pending:
+                    await asyncio.to_thread(self.flush)
+        finally:
+            self._flush_due = None
+
+    def file_count(self) -> int:
+        """Count the data files of the current table version (0 when there is no table)."""
+        try:
+            return len(
+                DeltaTable(
+                    self.uri, storage_options=self.storage.storage_options or None
+                ).file_uris()
+            )
+        except TableNotFoundError:
+            return 0
+
+    def compact(self, *, force: bool = False, retention_hours: int = 168) -> bool:
+        """Merge small files (when at least ``compact_min_files``) and vacuum expired ones."""
+        if not force and self.file_count() < self.compact_min_files:
+            return False
+        try:
+            table = DeltaTable(self.uri, storage_options=self.storage.storage_options or None)
+            table.optimize.compact()
+            table.vacuum(
+                retention_hours=retention_hours,
+                dry_run=False,
+                enforce_retention_duration=retention_hours >= 168,
+            )
+        except CommitFailedError:
+            return False  # a concurrent writer won; compaction can wait for the next run
+        return True
+
+    def close(self) -> None:
+        """Flush what is pending and release the journal."""
+        self.flush()

@@ -1,0 +1,342 @@
+"""Async calls to an OpenAI-compatible provider through the official ``openai`` SDK.
+
+One ``AsyncOpenAI`` (or ``AsyncAzureOpenAI``) per run shares one pooled ``httpx`` client. The
+SDK's own retries are off (``max_retries=0``): :meth:`Client.call` retries itself so that every
+attempt passes through the rate limiter, and so that a request that keeps failing becomes an
+explicit error result instead of an exception that would lose the finished rows. The hot path
+posts the canonical body bytes (the very bytes that were hashed) and reads the raw response,
+skipping the SDK's pydantic models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import openai
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from lakeloom.engine.limiter import RateLimiter, UnlimitedLimiter
+from lakeloom.engine.types import LLMRequest, LLMResult
+
+_PATHS = {"chat.completions": "/chat/completions", "embeddings": "/embeddings"}
+_NO_RETRY_STATUS = frozenset({400, 404, 409, 413, 422})
+_FATAL_STATUS = frozenset({401, 403})
+_DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "azure": "AZURE_OPENAI_API_KEY"}
+
+
+class MissingAPIKeyError(ValueError):
+    """The provider needs an API key and none was configured."""
+
+
+class ProviderConfig(BaseModel):
+    """How to reach one OpenAI-compatible provider, and how hard to push it.
+
+    Examples:
+        >>> cfg = ProviderConfig(kind="compatible", base_url="http://127.0.0.1:8377/v1")
+        >>> cfg.limiter_key
+        'compatible:http://127.0.0.1:8377/v1'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["openai", "azure", "compatible"] = Field(
+        "openai", description="openai (api.openai.com), azure, or any compatible server."
+    )
+    base_url: str | None = Field(
+        None, description="API base URL (…/v1); for azure the resource endpoint."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="API key; never logged. Default: read from api_key_env."
+    )
+    api_key_env: str | None = Field(
+        None, description="Env var holding the key (default OPENAI_API_KEY / AZURE_OPENAI_API_KEY)."
+    )
+    require_api_key: bool | None = Field(
+        None,
+        description="Fail before sending when no key is set (default: True unless compatible).",
+    )
+    api_version: str | None = Field(None, description="Azure API version, e.g. 2024-10-21.")
+    deployment: str | None = Field(None, description="Azure deployment name (optional).")
+    timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout in seconds.")
+    max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at most.")
+    max_attempts: int = Field(6, ge=1, le=50, description="Attempts per request, retries included.")
+    backoff_base_s: float = Field(0.5, ge=0, description="First retry's backoff ceiling.")
+    backoff_max_s: float = Field(30.0, ge=0, description="Backoff ceiling (full jitter below it).")
+    structured_output: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema",
+        description="How the server takes a JSON schema: OpenAI json_schema, llama.cpp "
+        "json_object+schema, or none (prompt only).",
+    )
+    rpm: int | None = Field(None, gt=0, description="Requests/minute limit (else learned).")
+    tpm: int | None = Field(None, gt=0, description="Tokens/minute limit (else learned).")
+    provider_key: str | None = Field(
+        None, description="Name of the shared limiter state (default: kind + base URL)."
+    )
+    price_model: str | None = Field(
+        None, description="Price-table model for every request (Azure deployments, aliases)."
+    )
+    cache_namespace: str = Field(
+        "", description="Mixed into every request key (separates providers that share names)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderConfig:
+        if self.kind == "azure" and not (self.base_url and self.api_version):
+            raise ValueError(
+                "azure provider needs base_url (the resource endpoint) and api_version"
+            )
+        if self.kind == "compatible" and not self.base_url:
+            raise ValueError("compatible provider needs base_url (e.g. http://127.0.0.1:8377/v1)")
+        return self
+
+    @property
+    def limiter_key(self) -> str:
+        """Identifies the provider account whose limits the limiter shares."""
+        return self.provider_key or f"{self.kind}:{self.base_url or 'https://api.openai.com/v1'}"
+
+    def resolved_api_key(self) -> str | None:
+        """Return the key from the config or its env var (None when unset)."""
+        if self.api_key is not None and self.api_key.get_secret_value():
+            return self.api_key.get_secret_value()
+        env = self.api_key_env or _DEFAULT_KEY_ENV.get(self.kind)
+        return (os.environ.get(env) or None) if env else None
+
+    def check_api_key(self) -> str:
+        """Return the key to send; raise :class:`MissingAPIKeyError` if required but missing."""
+        key = self.resolved_api_key()
+        required = (
+            self.require_api_key
+            if self.require_api_key is not None
+            else (self.kind != "compatible")
+        )
+        if key is None and required:
+            env = self.api_key_env or _DEFAULT_KEY_ENV.get(self.kind, "<api_key_env>")
+            raise MissingAPIKeyError(
+                f"no API key for the {self.kind} provider ({self.limiter_key}): set "
+                f"ProviderConfig(api_key=...) or the {env} environment variable"
+            )
+        return key or "not-needed"
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One HTTP exchange: either a parsed body or a classified failure."""
+
+    status_code: int | None
+    headers: Mapping[str, str]
+    body: dict[str, Any] | None = None
+    text: str | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    retryable: bool = False
+    fatal: bool = False
+    maybe_billed: bool = False
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for name in ("retry-after-ms", "retry-after"):
+        value = headers.get(name)
+        if value:
+            try:
+                seconds = float(value) / (1000.0 if name.endswith("ms") else 1.0)
+            except ValueError:
+                continue
+            return max(0.0, min(seconds, 600.0))
+    return None
+
+
+def _check_shape(endpoint: str, body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "response is not a JSON object"
+    if endpoint == "embeddings":
+        data = body.get("data")
+        if not isinstance(data, list) or not data:
+            return "response has no 'data'"
+        return None
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "response has no 'choices'"
+    if not isinstance(choices[0].get("message"), dict):
+        return "response choice has no 'message'"
+    return None
+
+
+class Client:
+    """Sends requests with retries (exponential backoff, full jitter), the limiter in the loop.
+
+    Use as an async context manager; it owns one SDK client (one pooled HTTP connection set).
+
+    Examples:
+        >>> async def main(cfg, request):  # doctest: +SKIP
+        ...     async with Client(cfg) as client:
+        ...         return await client.call(request)
+    """
+
+    def __init__(self, config: ProviderConfig, limiter: RateLimiter | None = None) -> None:
+        """Bind a provider config and a limiter (default: no limits)."""
+        self.config = config
+        self.limiter = limiter or UnlimitedLimiter()
+        self._sdk: openai.AsyncOpenAI | None = None
+        self._raw_body = config.kind != "azure"
+
+    async def __aenter__(self) -> Client:
+        """Open the SDK client (one pooled ``httpx.AsyncClient``)."""
+        cfg = self.config
+        limits = httpx.Limits(
+            max_connections=max(100, cfg.max_concurrency * 2),
+            max_keepalive_connections=max(100, cfg.max_concurrency * 2),
+        )
+        http = httpx.AsyncClient(
+            limits=limits, timeout=httpx.Timeout(cfg.timeout_s, connect=min(cfg.timeout_s, 10.0))
+        )
+        common: dict[str, Any] = {
+            "api_key": cfg.check_api_key(),
+            "max_retries": 0,
+            "timeout": cfg.timeout_s,
+            "http_client": http,
+        }
+        if cfg.kind == "azure":
+            self._sdk = openai.AsyncAzureOpenAI(
+                azure_endpoint=cfg.base_url or "",
+                api_version=cfg.api_version,
+                azure_deployment=cfg.deployment,
+                **common,
+            )
+        else:
+            self._sdk = openai.AsyncOpenAI(base_url=cfg.base_url, **common)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close the pooled connections."""
+        if self._sdk is not None:
+            await self._sdk.close()
+            self._sdk = None
+
+    async def attempt(self, request: LLMRequest, body_text: str | None = None) -> Attempt:
+        """One HTTP exchange, classified; never raises for provider or network failures."""
+        assert self._sdk is not None, "use 'async with Client(...)'"
+        path = _PATHS[request.endpoint]
+        try:
+            if self._raw_body and body_text is not None:
+                response = await self._sdk.post(
+                    path,
+                    cast_to=httpx.Response,
+                    content=body_text.encode("utf-8"),
+                    options={"headers": {"Content-Type": "application/json"}},
+                )
+            else:
+                response = await self._sdk.post(path, cast_to=httpx.Response, body=request.body)
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            headers = exc.response.headers
+            message = _error_message(exc)
+            return Attempt(
+                status,
+                headers,
+                error=f"HTTP {status}: {message}",
+                retry_after_s=_retry_after(headers),
+                retryable=status == 429 or status >= 500 or status == 408,
+                fatal=status in _FATAL_STATUS,
+            )
+        except openai.APITimeoutError:
+            return Attempt(None, {}, error="timeout", retryable=True, maybe_billed=True)
+        except openai.APIConnectionError as exc:
+            return Attempt(
+                None, {}, error=f"connection error: {exc.__cause__ or exc}", retryable=True
+            )
+        text = response.text
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return Attempt(
+                response.status_code,
+                response.headers,
+                error=f"malformed JSON body ({len(text)} bytes)",
+                retryable=True,
+                maybe_billed=True,
+            )
+        problem = _check_shape(request.endpoint, body)
+        if problem:
+            return Attempt(
+                response.status_code,
+                response.headers,
+                error=problem,
+                retryable=True,
+                maybe_billed=True,
+            )
+        return Attempt(response.status_code, response.headers, body=body, text=text)
+
+    def _backoff(self, failures: int, retry_after: float | None) -> float:
+        cfg = self.config
+        ceiling = min(cfg.backoff_max_s, cfg.backoff_base_s * (2 ** (failures - 1)))
+        delay = random.uniform(0.0, ceiling)
+        return max(delay, retry_after or 0.0)
+
+    async def call(self, request: LLMRequest, body_text: str | None = None) -> LLMResult:
+        """Send one request until it succeeds, fails for good, or runs out of attempts."""
+        result = LLMResult(key=request.key, status="error", model=request.body.get("model"))
+        started = time.perf_counter()
+        limiter = self.limiter
+        attempt: Attempt | None = None
+        for number in range(1, self.config.max_attempts + 1):
+            admission = await limiter.acquire(request.reserved_tokens)
+            attempt = await self.attempt(request, body_text)
+            used = None
+            if attempt.body is not None:
+                usage = attempt.body.get("usage") or {}
+                used = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+            limiter.record(
+                admission,
+                status_code=attempt.status_code,
+                headers=attempt.headers,
+                used_tokens=used or None,
+            )
+            result.attempts = number
+            if attempt.body is not None:
+                break
+            if attempt.status_code == 429:
+                result.rate_limited += 1
+            if attempt.maybe_billed:
+                result.uncertain_attempts += 1
+            if not attempt.retryable or number == self.config.max_attempts:
+                break
+            result.retries += 1
+            await asyncio.sleep(self._backoff(number, attempt.retry_after_s))
+        assert attempt is not None
+        result.latency_s = time.perf_counter() - started
+        if attempt.body is not None:
+            _fill_ok(result, request, attempt)
+        else:
+            tries = f" after {result.attempts} attempts" if result.attempts > 1 else ""
+            result.error = f"{attempt.error}{tries}"
+            result.fatal = attempt.fatal
+        return result
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:300]
+    return str(exc.message)[:300]
+
+
+def _fill_ok(result: LLMResult, request: LLMRequest, attempt: Attempt) -> None:
+    body = attempt.body or {}
+    usage = body.get("usage") or {}
+    result.status = "ok"
+    result.response = body
+    result.response_text = attempt.text
+    result.input_tokens = int(usage.get("prompt_tokens") or request.prompt_tokens)
+    result.output_tokens = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    result.cached_input_tokens = int(details.get("cached_tokens") or 0)

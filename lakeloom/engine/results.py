@@ -1,0 +1,183 @@
+"""What a run returns: per-request results (a frame or ``LLMResult`` objects) and its stats."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from lakeloom.engine.types import LLMResult
+
+RESULT_SCHEMA: dict[str, Any] = {
+    "key": pl.String,
+    "status": pl.String,
+    "response": pl.String,
+    "error": pl.String,
+    "input_tokens": pl.Int64,
+    "output_tokens": pl.Int64,
+    "cost_usd": pl.Float64,
+    "latency_s": pl.Float64,
+    "attempts": pl.Int64,
+    "from_cache": pl.Boolean,
+    "model": pl.String,
+}
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What a run did: the summary that goes into materialization metadata."""
+
+    requests: int = 0
+    unique: int = 0
+    cache_hits: int = 0
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_p50_s: float = 0.0
+    latency_p95_s: float = 0.0
+    elapsed_s: float = 0.0
+    budget_exceeded: bool = False
+
+    @property
+    def hit_ratio(self) -> float:
+        """Cache hits over distinct requests."""
+        return self.cache_hits / self.unique if self.unique else 0.0
+
+    def as_metadata(self) -> dict[str, int | float | bool]:
+        """Flat numbers for ``MaterializeResult(metadata=...)``."""
+        out: dict[str, int | float | bool] = asdict(self)
+        out["hit_ratio"] = round(self.hit_ratio, 4)
+        out["cost_usd"] = round(self.cost_usd, 6)
+        out["latency_p50_s"] = round(self.latency_p50_s, 4)
+        out["latency_p95_s"] = round(self.latency_p95_s, 4)
+        out["elapsed_s"] = round(self.elapsed_s, 3)
+        out["req_per_s"] = round(self.sent / self.elapsed_s, 1) if self.elapsed_s else 0.0
+        return out
+
+
+@dataclass(slots=True)
+class EngineRun:
+    """The results frame (input order, one row per input; columns ``RESULT_SCHEMA``) + stats."""
+
+    results: pl.DataFrame
+    stats: RunStats
+
+
+class RunResults(list[LLMResult]):
+    """``LLMResult`` per input request, in input order, with the run's ``stats`` attached."""
+
+    stats: RunStats
+
+    def __init__(self, results: Iterable[LLMResult], stats: RunStats) -> None:
+        """Hold the results and the stats."""
+        super().__init__(results)
+        self.stats = stats
+
+
+def hits_frame(hits: pl.DataFrame) -> pl.DataFrame:
+    """Cache hits (with a ``key`` column) as result rows: ok, cost 0, no attempts."""
+    return hits.select(
+        pl.col("key"),
+        pl.lit("ok").alias("status"),
+        pl.col("response"),
+        pl.lit(None, pl.String).alias("error"),
+        pl.col("input_tokens"),
+        pl.col("output_tokens"),
+        pl.lit(0.0).alias("cost_usd"),
+        pl.lit(0.0).alias("latency_s"),
+        pl.lit(0, pl.Int64).alias("attempts"),
+        pl.lit(True).alias("from_cache"),
+        pl.col("model"),
+    )
+
+
+def sent_frame(sent: list[LLMResult]) -> pl.DataFrame:
+    """Results of sent requests as result rows."""
+    return pl.DataFrame(
+        {
+            "key": [r.key for r in sent],
+            "status": [r.status for r in sent],
+            "response": [r.response_text for r in sent],
+            "error": [r.error for r in sent],
+            "input_tokens": [r.input_tokens for r in sent],
+            "output_tokens": [r.output_tokens for r in sent],
+            "cost_usd": [r.cost_usd for r in sent],
+            "latency_s": [r.latency_s for r in sent],
+            "attempts": [r.attempts for r in sent],
+            "from_cache": [False] * len(sent),
+            "model": [r.model for r in sent],
+        },
+        schema=RESULT_SCHEMA,
+    )
+
+
+def assemble(frame: pl.DataFrame, answers: pl.DataFrame) -> pl.DataFrame:
+    """One result row per input row, in input order; a repeated key is charged once."""
+    out = frame.select("key").join(answers, on="key", how="left", maintain_order="left")
+    if out["status"].null_count():  # cannot happen; if it ever does, say so, never drop a row
+        lost = pl.col("status").is_null()
+        out = out.with_columns(
+            pl.when(lost)
+            .then(pl.lit("internal error: no result"))
+            .otherwise(pl.col("error"))
+            .alias("error"),
+            pl.col("status").fill_null("error"),
+        )
+    first = pl.col("key").is_first_distinct()
+    charged = pl.when(first).then(pl.col("cost_usd")).otherwise(0.0).alias("cost_usd")
+    return out.with_columns(charged).select(list(RESULT_SCHEMA))
+
+
+def hit_result(row: dict[str, Any]) -> LLMResult:
+    """One cache hit as an ``LLMResult`` (response parsed)."""
+    return LLMResult(
+        key=row["key"],
+        status="ok",
+        response=json.loads(row["response"]),
+        response_text=row["response"],
+        input_tokens=row["input_tokens"] or 0,
+        output_tokens=row["output_tokens"] or 0,
+        from_cache=True,
+        model=row["model"],
+    )
+
+
+def run_stats(
+    *,
+    rows: int,
+    unique: int,
+    hits: int,
+    sent: list[LLMResult],
+    ok: int,
+    started: float,
+    budget_exceeded: bool,
+) -> RunStats:
+    """Totals of a run (tokens and dollars are this run's spend: cache hits cost nothing)."""
+    latencies = [r.latency_s for r in sent if r.attempts]
+    return RunStats(
+        requests=rows,
+        unique=unique,
+        cache_hits=hits,
+        sent=len(latencies),
+        ok=ok,
+        errors=rows - ok,
+        retries=sum(r.retries for r in sent),
+        rate_limited=sum(r.rate_limited for r in sent),
+        input_tokens=sum(r.input_tokens for r in sent),
+        output_tokens=sum(r.output_tokens for r in sent),
+        cost_usd=sum(r.cost_usd for r in sent),
+        latency_p50_s=float(np.percentile(latencies, 50)) if latencies else 0.0,
+        latency_p95_s=float(np.percentile(latencies, 95)) if latencies else 0.0,
+        elapsed_s=time.perf_counter() - started,
+        budget_exceeded=budget_exceeded,
+    )

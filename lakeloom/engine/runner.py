@@ -1,0 +1,340 @@
+"""The engine: requests in, one result per input out, nothing lost, nothing paid twice.
+
+Pipeline: hash every body (vectorized) → keep one request per distinct key → one join against
+the response cache → check the misses (price, tokens, context window, API key) → workers:
+budget guard → limiter → client (retries) → cache journal → result. Two entry points share it:
+
+* :meth:`Engine.run` / :meth:`Engine.arun` take ``LLMRequest`` objects and return ``LLMResult``
+  objects (what ``core.embed``/``core.generate`` use);
+* :meth:`Engine.run_bodies` / :meth:`Engine.arun_bodies` take canonical JSON bodies (a polars
+  Series, see ``core.hashing.canonical_bodies``) and return a polars frame: the fast path for
+  millions of rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from lakeloom.engine.cache import ResponseCache
+from lakeloom.engine.client import Client, ProviderConfig
+from lakeloom.engine.cost import BudgetGuard, PriceTable
+from lakeloom.engine.ledger import CostLedger, ledger_rows
+from lakeloom.engine.limiter import RateLimiter, UnlimitedLimiter
+from lakeloom.engine.plan import Bodies, Planned, plan, request_frame, requests_frame
+from lakeloom.engine.progress import ProgressCallback, ProgressTracker
+from lakeloom.engine.results import (
+    EngineRun,
+    RunResults,
+    RunStats,
+    assemble,
+    hit_result,
+    hits_frame,
+    run_stats,
+    sent_frame,
+)
+from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult, RunContext
+from lakeloom.settings import Storage
+
+__all__ = ["Engine", "EngineRun", "RunResults", "RunStats"]
+
+BUDGET_ERROR = "budget exceeded: not sent (max_cost_usd={:.4f})"
+
+
+@dataclass(slots=True)
+class _Outcome:
+    frame: pl.DataFrame
+    hits: pl.DataFrame  # key, request_hash, model, response, input_tokens, output_tokens
+    sent: list[LLMResult]
+    unique: int
+    budget: BudgetGuard
+    started: float
+
+
+class Engine:
+    """Sends OpenAI-compatible requests at the provider's limit, through a durable response cache.
+
+    Examples:
+        >>> provider = ProviderConfig(kind="compatible", base_url="http://127.0.0.1:8377/v1")
+        >>> engine = Engine(provider)  # doctest: +SKIP
+        >>> bodies = [{"model": "sim-embed", "input": "hi"}]
+        >>> run = engine.run_bodies("embeddings", bodies)  # doctest: +SKIP
+        >>> run.results["status"].to_list(), run.stats.cache_hits  # doctest: +SKIP
+        (['ok'], 0)
+    """
+
+    def __init__(
+        self,
+        provider: ProviderConfig,
+        *,
+        limiter: RateLimiter | None = None,
+        limiter_url: str | None = None,
+        storage: Storage | None = None,
+        cache: ResponseCache | bool = True,
+        ledger: CostLedger | bool = True,
+        prices: PriceTable | Mapping[str, Any] | str | None = None,
+        max_cost_usd: float | None = None,
+        progress: ProgressCallback | None = None,
+        progress_interval_s: float = 10.0,
+    ) -> None:
+        """Wire a provider with its limiter, cache, prices, ledger, budget and progress sink."""
+        self.provider = provider
+        self.limiter = limiter or _default_limiter(provider, limiter_url)
+        self.storage = storage or Storage.from_env()
+        self._cache_arg = cache
+        self._cache: ResponseCache | None = cache if isinstance(cache, ResponseCache) else None
+        if isinstance(ledger, CostLedger):
+            self.ledger: CostLedger | None = ledger
+        else:
+            self.ledger = CostLedger(self.storage) if ledger else None
+        self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
+        self.max_cost_usd = max_cost_usd
+        self.progress = progress
+        self.progress_interval_s = progress_interval_s
+        self.last_stats: RunStats | None = None
+
+    @property
+    def structured_output(self) -> str:
+        """The provider's JSON-schema capability (read by ``core.generate``)."""
+        return self.provider.structured_output
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The response cache (opened, and orphaned journals replayed, on first use)."""
+        if self._cache is None and self._cache_arg is True:
+            self._cache = ResponseCache(self.storage)
+        return self._cache
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        requests: Sequence[LLMRequest],
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+    ) -> RunResults:
+        """Blocking :meth:`arun`; works inside a running event loop too (e.g. Jupyter)."""
+        return _blocking(self.arun(requests, context=context, max_cost_usd=max_cost_usd))
+
+    async def arun(
+        self,
+        requests: Sequence[LLMRequest],
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+    ) -> RunResults:
+        """One ``LLMResult`` per request, in order (a repeated key repeats its result)."""
+        frame = requests_frame(requests, namespace=self.provider.cache_namespace)
+        given = {r.key: r for r in requests}
+        outcome = await self._execute(requests[0].endpoint, frame, given, context, max_cost_usd)
+        by_key: dict[str, LLMResult] = {r.key: r for r in outcome.sent}
+        for row in outcome.hits.iter_rows(named=True):
+            by_key[row["key"]] = hit_result(row)
+        results = [by_key.get(r.key) or _lost(r.key) for r in requests]
+        ok = sum(r.status == "ok" for r in results)
+        return RunResults(results, self._stats(outcome, ok))
+
+    def run_bodies(
+        self,
+        endpoint: Endpoint,
+        bodies: Bodies,
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+    ) -> EngineRun:
+        """Blocking :meth:`arun_bodies`."""
+        coro = self.arun_bodies(endpoint, bodies, context=context, max_cost_usd=max_cost_usd)
+        return _blocking(coro)
+
+    async def arun_bodies(
+        self,
+        endpoint: Endpoint,
+        bodies: Bodies,
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+    ) -> EngineRun:
+        """Answer canonical JSON bodies; the frame has one row per body, in input order."""
+        frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
+        outcome = await self._execute(endpoint, frame, None, context, max_cost_usd)
+        answers = [hits_frame(outcome.hits)] if outcome.hits.height else []
+        if outcome.sent:
+            answers.append(sent_frame(outcome.sent))
+        results = assemble(frame, pl.concat(answers, how="vertical_relaxed"))
+        ok = int((results["status"] == "ok").sum())
+        return EngineRun(results, self._stats(outcome, ok))
+
+    def forecast(self, endpoint: Endpoint, bodies: Bodies, **kwargs: Any) -> Any:
+        """Dry run: see :func:`lakeloom.engine.forecast.forecast` (nothing is sent)."""
+        from lakeloom.engine.forecast import forecast
+
+        frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
+        return forecast(frame, engine=self, endpoint=endpoint, **kwargs)
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def lookup(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(distinct requests, cache hits with their ``key``) for a request frame."""
+        unique = frame.filter(pl.col("key").is_first_distinct())
+        cache = self.cache
+        if cache is None:
+            return unique, pl.DataFrame(schema={"key": pl.String, "request_hash": pl.String})
+        found = cache.lookup(unique["cache_key"])
+        hits = unique.select("key", pl.col("cache_key").alias("request_hash")).join(
+            found, on="request_hash", how="inner"
+        )
+        return unique, hits
+
+    async def _execute(
+        self,
+        endpoint: Endpoint,
+        frame: pl.DataFrame,
+        given: Mapping[str, LLMRequest] | None,
+        context: RunContext | None,
+        max_cost_usd: float | None,
+    ) -> _Outcome:
+        started = time.perf_counter()
+        context = context or RunContext()
+        unique, hits = self.lookup(frame)
+        misses = unique.join(hits.select("key"), on="key", how="anti") if hits.height else unique
+        planned = plan(endpoint, misses, provider=self.provider, prices=self.prices, given=given)
+        if planned.requests:
+            self.provider.check_api_key()
+        budget = BudgetGuard(self.max_cost_usd if max_cost_usd is None else max_cost_usd)
+        tracker = ProgressTracker(
+            unique.height,
+            self.progress,
+            interval_s=self.progress_interval_s,
+            cache_hits=hits.height,
+        )
+        sent = await self._send(endpoint, planned, budget, tracker)
+        tracker.emit(final=True)
+        if self.cache is not None:
+            await asyncio.to_thread(_finish_cache, self.cache)
+        if self.ledger is not None:
+            rows = ledger_rows(endpoint, context, hits, sent, price_table=self.prices.version)
+            await asyncio.to_thread(self.ledger.append, rows)
+        return _Outcome(frame, hits, sent, unique.height, budget, started)
+
+    def _stats(self, outcome: _Outcome, ok: int) -> RunStats:
+        stats = run_stats(
+            rows=outcome.frame.height,
+            unique=outcome.unique,
+            hits=outcome.hits.height,
+            sent=outcome.sent,
+            ok=ok,
+            started=outcome.started,
+            budget_exceeded=outcome.budget.stopped,
+        )
+        self.last_stats = stats
+        return stats
+
+    async def _send(
+        self, endpoint: Endpoint, planned: Planned, budget: BudgetGuard, tracker: ProgressTracker
+    ) -> list[LLMResult]:
+        n = len(planned.requests)
+        if n == 0:
+            return []
+        out: list[LLMResult | None] = [None] * n
+        cache = self.cache
+        stop = asyncio.Event()
+        background = [asyncio.create_task(tracker.run(stop))]
+        if cache is not None:
+            background.append(asyncio.create_task(cache.flush_loop(stop)))
+        queue = iter(range(n))
+        abort: list[str] = []
+        requests, texts, models = planned.requests, planned.texts, planned.models
+
+        async def worker(client: Client) -> None:
+            for i in queue:
+                request = requests[i]
+                if abort:
+                    out[i] = LLMResult(
+                        request.key, "error", error=f"not sent: {abort[0]}", model=models[i]
+                    )
+                    continue
+                worst = planned.worst_usd[i]
+                if not budget.try_reserve(worst):
+                    error = BUDGET_ERROR.format(budget.max_cost_usd)
+                    out[i] = LLMResult(request.key, "error", error=error, model=models[i])
+                    continue
+                try:
+                    result = await client.call(request, texts[i])
+                except Exception as exc:  # a bug must cost one row, not the run
+                    result = LLMResult(request.key, "error", error=f"internal error: {exc!r}")
+                result.model = models[i]
+                if result.status == "ok":
+                    result.cost_usd = planned.prices[i].cost(
+                        input_tokens=result.input_tokens,
+                        output_tokens=result.output_tokens,
+                        cached_tokens=result.cached_input_tokens,
+                    )
+                    if cache is not None and result.response_text is not None:
+                        cache.append(
+                            planned.cache_keys[i],
+                            models[i],
+                            endpoint,
+                            result.response_text,
+                            result.input_tokens,
+                            result.output_tokens,
+                        )
+                budget.settle(worst, result.cost_usd + result.uncertain_attempts * worst)
+                out[i] = result
+                tracker.add(result)
+                if result.fatal and not abort:
+                    abort.append(result.error or "fatal provider error")
+
+        try:
+            async with Client(self.provider, self.limiter) as client:
+                workers = min(self.provider.max_concurrency, n)
+                await asyncio.gather(*(worker(client) for _ in range(workers)))
+        finally:
+            stop.set()
+            for task in background:
+                with contextlib.suppress(Exception):
+                    await task
+        return [r if r is not None else _lost(requests[i].key) for i, r in enumerate(out)]
+
+
+def _lost(key: str) -> LLMResult:
+    return LLMResult(key, "error", error="internal error: no result")
+
+
+def _default_limiter(provider: ProviderConfig, url: str | None) -> RateLimiter:
+    from lakeloom.engine import limiter as limiter_module
+
+    factory = getattr(limiter_module, "make_limiter", None)
+    if factory is None:
+        return UnlimitedLimiter()
+    return factory(provider, url=url)
+
+
+def _blocking(coro: Any) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _run_sync(coro)
+    with ThreadPoolExecutor(1) as pool:  # inside a running loop (a notebook): own thread
+        return pool.submit(_run_sync, coro).result()
+
+
+def _run_sync(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _finish_cache(cache: ResponseCache) -> None:
+    cache.flush()
+    cache.compact()
