@@ -143,8 +143,7 @@ def run_embed(
                     prompt_tokens=sum(tokens[i] for i in batch),
                 )
             )
-        results = run_requests(engine, requests, context)
-        stats.add_results(list(results.values()))
+        results = run_requests(engine, requests, context, stats)
         split: list[list[int]] = []
         for batch, request in zip(todo, requests, strict=True):
             result = results[request.key]

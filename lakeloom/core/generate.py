@@ -29,7 +29,6 @@ from lakeloom.core.provenance import (
 )
 from lakeloom.core.schema import OutputSchema, inline_refs
 from lakeloom.core.specs import GenerateSpec, StructuredOutput
-from lakeloom.engine.tokens import count_prompt_tokens
 from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
 
 ENDPOINT = "chat.completions"
@@ -77,16 +76,16 @@ def _body(spec: GenerateSpec, mode: StructuredOutput, messages: list[dict[str, s
 
 
 def _requests(bodies: list[dict[str, Any]], max_tokens: int) -> list[LLMRequest]:
-    tokens = count_prompt_tokens(ENDPOINT, bodies)
+    """Keyed requests; the engine counts their prompt tokens when it plans the misses."""
     return [
         LLMRequest(
             key=request_key(ENDPOINT, body),
             endpoint=ENDPOINT,
             body=body,
-            prompt_tokens=n,
+            prompt_tokens=0,
             max_output_tokens=max_tokens,
         )
-        for body, n in zip(bodies, tokens, strict=True)
+        for body in bodies
     ]
 
 
@@ -189,8 +188,7 @@ def run_generate(
             break
         requests = _requests([_body(spec, mode, p.messages) for p in queue], spec.max_tokens)
         pending = {req.key: p for req, p in zip(requests, queue, strict=True)}
-        results = run_requests(engine, requests, context)
-        stats.add_results(list(results.values()))
+        results = run_requests(engine, requests, context, stats)
         if round_no:
             stats.repairs += len(requests)
         queue = []

@@ -9,10 +9,8 @@ same Delta schema as a healthy one.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import math
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -37,57 +35,59 @@ PROVENANCE_DESCRIPTIONS: dict[str, str] = {
     "_error": "why the row is error or skipped (null when ok)",
     "_request_hash": "key of the request whose response produced the value (cache key)",
     "_model": "model that answered",
-    "_input_tokens": "prompt tokens spent on this row, repairs included (shared batches split)",
-    "_output_tokens": "completion tokens spent on this row, repairs included",
-    "_cost_usd": "USD spent on this row in the run that produced it, repairs included",
-    "_attempts": "requests sent for this row (1 + repairs; 0 when skipped)",
+    "_input_tokens": "prompt tokens of the request(s) behind this row, repairs included (a shared "
+    "embedding batch is split by text length; also counted when served from the cache)",
+    "_output_tokens": "completion tokens of the request(s) behind this row, repairs included",
+    "_cost_usd": "USD this run paid for this row, repairs included (0 for cache hits)",
+    "_attempts": "requests made for this row: 1 + repairs (0 when skipped or when an identical "
+    "input in the same frame was answered for it)",
 }
 
 
 class Runner(Protocol):
-    """What the core needs from an engine: send requests, get one result per request key."""
+    """What the core needs from an engine (``lakeloom.engine.runner.Engine`` is one).
+
+    ``run`` answers requests through cache, limiter and budget: one ``LLMResult`` per request,
+    in order, in a list that carries the run's ``stats`` (retries, 429s, budget stop).
+    """
+
+    max_cost_usd: float | None
 
     def run(
-        self, requests: Sequence[LLMRequest], *, context: RunContext | None = None
-    ) -> Sequence[LLMResult] | Awaitable[Sequence[LLMResult]]:
-        """Send ``requests`` (through cache, limiter, budget) and return their results."""
+        self,
+        requests: Sequence[LLMRequest],
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+    ) -> Sequence[LLMResult]:
+        """Send ``requests``; one result per request, in order."""
 
 
 def run_requests(
-    engine: Runner, requests: Sequence[LLMRequest], context: RunContext | None
+    engine: Runner,
+    requests: Sequence[LLMRequest],
+    context: RunContext | None,
+    stats: ColumnStats,
 ) -> dict[str, LLMResult]:
-    """Send a round of requests through ``engine``; results by request key.
+    """Send one round of requests through ``engine``; results by request key.
 
-    Accepts an engine whose ``run`` is sync or async. A request the engine returned no result
+    Rounds share one budget: each round may spend only what the earlier rounds (first answers,
+    then repairs) left of the engine's ``max_cost_usd``. A request the engine returned no result
     for becomes an explicit error result: rows are never silently dropped.
     """
     if not requests:
         return {}
-    out = engine.run(requests, context=context)
-    if inspect.isawaitable(out):
-        out = _await(out)
+    budget = getattr(engine, "max_cost_usd", None)
+    remaining = None if budget is None else max(0.0, budget - stats.cost_usd)
+    out = engine.run(requests, context=context, max_cost_usd=remaining)
     results = {r.key: r for r in out}
+    stats.add_run(list(results.values()), getattr(out, "stats", None))
     for request in requests:
         if request.key not in results:
             results[request.key] = LLMResult(
                 key=request.key, status="error", error="the engine returned no result"
             )
     return results
-
-
-def _await(awaitable: Awaitable[Any]) -> Any:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(_as_coroutine(awaitable))
-    raise RuntimeError(
-        "generate_column/embed_column run their own event loop; inside a running loop (a "
-        "notebook cell) call them from a worker thread or use the engine's async API"
-    )
-
-
-async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
 
 
 @dataclass(slots=True)
@@ -150,18 +150,21 @@ class ColumnStats:
     cost_usd: float = 0.0
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
+    budget_exceeded: bool = False
     errors: dict[str, int] = field(default_factory=dict)
 
-    def add_results(self, results: Sequence[LLMResult]) -> None:
-        """Count a round of engine results (requests, cache hits, retries, tokens, cost)."""
+    def add_run(self, results: Sequence[LLMResult], engine_stats: Any | None) -> None:
+        """Count one engine run: requests, cache hits, tokens and cost; retries/429s if known."""
         for r in results:
             self.requests += 1
             self.cache_hits += int(r.from_cache)
-            self.retries += int(getattr(r, "retries", max(r.attempts - 1, 0)))
-            self.rate_limited += int(getattr(r, "rate_limited", 0))
-            self.input_tokens += r.input_tokens
-            self.output_tokens += r.output_tokens
+            self.input_tokens += r.input_tokens if not r.from_cache else 0
+            self.output_tokens += r.output_tokens if not r.from_cache else 0
             self.cost_usd += r.cost_usd
+        if engine_stats is not None:
+            self.retries += int(getattr(engine_stats, "retries", 0))
+            self.rate_limited += int(getattr(engine_stats, "rate_limited", 0))
+            self.budget_exceeded |= bool(getattr(engine_stats, "budget_exceeded", False))
 
     def finish(self, ledger: RowLedger, latencies: Sequence[float]) -> ColumnStats:
         """Fill row counts from the ledger and latency percentiles from live requests."""

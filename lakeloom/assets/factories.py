@@ -1,0 +1,408 @@
+"""Asset factories: one line declares an LLM column as a partitioned Dagster asset.
+
+``embedding_asset`` and ``generated_asset`` turn a spec into an asset that reads its source's
+partition(s) through the Delta IO manager, runs the functional core with the engine of an
+``LLMResource``, and returns the kept key/partition columns + the new column + provenance for
+the IO manager to write. Definition time does what can be done before any money is spent:
+the prompt is checked against the source's declared columns, the output type against Delta, and
+the code version is the spec's hash (prompt, output JSON schema, model, parameters), so editing
+a prompt marks exactly that asset and its downstream stale.
+
+Examples:
+    >>> labels = generated_asset(  # doctest: +SKIP
+    ...     "review_labels", source=reviews, prompt="Review: {text}", output=ReviewLabel,
+    ...     key="review_id", model="gpt-4o-mini")
+
+No ``from __future__ import annotations`` here: Dagster reads the asset function's annotations
+at definition time and needs real types, not strings.
+"""
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from dagster import AssetExecutionContext
+
+from lakeloom.assets import checks
+from lakeloom.core.embed import run_embed
+from lakeloom.core.generate import run_generate
+from lakeloom.core.hashing import canonical_json
+from lakeloom.core.provenance import PROVENANCE_DESCRIPTIONS, PROVENANCE_SCHEMA, ColumnStats
+from lakeloom.core.specs import EmbedSpec, GenerateSpec
+from lakeloom.engine.types import RunContext
+from lakeloom.io_managers.partitions import dimensions
+
+Source = dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset | dg.AssetKey | str | Sequence[str]
+
+DEFAULT_RETRY = dg.RetryPolicy(
+    max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+"""Step retries: a rerun is cheap, the response cache answers everything already paid for."""
+
+
+def _source(source: Source) -> tuple[dg.AssetKey, dg.PartitionsDefinition | None, Mapping]:
+    """Return the source's key, partitions and definition metadata (empty for a bare key)."""
+    if isinstance(source, dg.AssetsDefinition):
+        key = source.key
+        return key, source.partitions_def, source.specs_by_key[key].metadata
+    if isinstance(source, dg.AssetSpec | dg.SourceAsset):
+        return source.key, source.partitions_def, source.metadata or {}
+    return dg.AssetKey.from_coercible(source), None, {}
+
+
+def _declared_columns(metadata: Mapping) -> dict[str, str] | None:
+    """``{column: type}`` from the source's ``dagster/column_schema`` metadata, if declared."""
+    schema = metadata.get("dagster/column_schema")
+    schema = getattr(schema, "schema", schema)  # TableSchemaMetadataValue wraps a TableSchema
+    if isinstance(schema, dg.TableSchema):
+        return {c.name: c.type for c in schema.columns}
+    return None
+
+
+def _keep(key: str | Sequence[str], partition_columns: Sequence[str]) -> list[str]:
+    keys = [key] if isinstance(key, str) else list(key)
+    if not keys:
+        raise ValueError("key: name at least one column that identifies a row")
+    return list(dict.fromkeys([*keys, *partition_columns]))
+
+
+def _code_version(spec_version: str, keep: Sequence[str]) -> str:
+    payload = canonical_json({"spec": spec_version, "keep": list(keep)})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _column_schema(
+    keep: Sequence[str],
+    declared: Mapping[str, str] | None,
+    value: tuple[str, str, str],
+) -> dg.TableSchema:
+    """Dagster column metadata: kept columns, the value column with its descriptions, provenance."""
+    columns = [dg.TableColumn(name, (declared or {}).get(name, "inherited")) for name in keep]
+    columns.append(dg.TableColumn(*value))
+    columns += [
+        dg.TableColumn(name, str(dtype).lower(), PROVENANCE_DESCRIPTIONS[name])
+        for name, dtype in PROVENANCE_SCHEMA.items()
+    ]
+    return dg.TableSchema(columns=columns)
+
+
+def _partition_label(context: dg.AssetExecutionContext) -> str | None:
+    if not context.has_partition_key_range:
+        return None
+    keys = context.partition_keys
+    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]} ({len(keys)})"
+
+
+def _stats_metadata(stats: ColumnStats, extra: Mapping[str, Any]) -> dict[str, Any]:
+    md: dict[str, Any] = {
+        "rows_ok": stats.rows_ok,
+        "rows_error": stats.rows_error,
+        "rows_skipped": stats.rows_skipped,
+        "ok_ratio": dg.MetadataValue.float(round(stats.ok_ratio, 6)),
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits,
+        "repairs": stats.repairs,
+        "retries": stats.retries,
+        "rate_limited_429": stats.rate_limited,
+        "input_tokens": stats.input_tokens,
+        "output_tokens": stats.output_tokens,
+        "cost_usd": dg.MetadataValue.float(round(stats.cost_usd, 6)),
+        "latency_p50_s": dg.MetadataValue.float(stats.latency_p50_s or 0.0),
+        "latency_p95_s": dg.MetadataValue.float(stats.latency_p95_s or 0.0),
+        "top_errors": dg.MetadataValue.json(stats.errors),
+    }
+    md.update(extra)
+    return md
+
+
+def _build(
+    *,
+    name: str,
+    source: Source,
+    key_prefix: str | Sequence[str] | None,
+    keep_key: str | Sequence[str],
+    spec_version: str,
+    resource_key: str,
+    pool: str | None,
+    partitions_def: dg.PartitionsDefinition | None,
+    group_name: str | None,
+    description: str,
+    value_column: tuple[str, str, str],
+    check_specs: Callable[[dg.AssetKey], list[dg.AssetCheckSpec]],
+    compute: Callable[..., tuple[pl.DataFrame, ColumnStats, dict[str, Any]]],
+    validate: Callable[[Mapping[str, Any], str], None],
+    extra_checks: Callable[[pl.DataFrame], list[dg.AssetCheckResult]],
+    min_ok_ratio: float,
+    retry_policy: dg.RetryPolicy | None,
+    backfill_policy: dg.BackfillPolicy | None,
+    io_manager_key: str,
+    metadata: Mapping[str, Any] | None,
+    kind: str,
+) -> dg.AssetsDefinition:
+    source_key, source_partitions, source_meta = _source(source)
+    partitions = partitions_def if partitions_def is not None else source_partitions
+    declared = _declared_columns(source_meta)
+    if declared is not None:  # fail at definition time, naming the column
+        validate(declared, f"source asset {source_key.to_user_string()}")
+    dims = dimensions(partitions, source_meta) if partitions is not None else ()
+    keep = _keep(keep_key, [d.column for d in dims])
+    if declared is not None:
+        missing = [c for c in keep if c not in declared and c not in {d.column for d in dims}]
+        if missing:
+            raise ValueError(
+                f"asset {name!r}: key column(s) {missing} are not in source asset "
+                f"{source_key.to_user_string()} (columns: {', '.join(declared)})"
+            )
+    asset_key = dg.AssetKey([*_prefix(key_prefix), name])
+    pool_name = pool or f"llm-{resource_key}"
+    asset_metadata: dict[str, Any] = {
+        **(metadata or {}),
+        "dagster/column_schema": _column_schema(keep, declared, value_column),
+        "lakeloom/spec_version": spec_version,
+        "lakeloom/resource_key": resource_key,
+    }
+    if "partition_expr" in source_meta:
+        asset_metadata["partition_expr"] = source_meta["partition_expr"]
+
+    @dg.asset(
+        key=asset_key,
+        ins={"upstream": dg.AssetIn(key=source_key)},
+        partitions_def=partitions,
+        required_resource_keys={resource_key},
+        code_version=_code_version(spec_version, keep),
+        metadata=asset_metadata,
+        description=description,
+        group_name=group_name,
+        pool=pool_name,
+        op_tags={"lakeloom/resource": resource_key, "lakeloom/kind": kind},
+        retry_policy=retry_policy,
+        backfill_policy=backfill_policy,
+        io_manager_key=io_manager_key,
+        check_specs=check_specs(asset_key),
+        kinds={"polars", "deltalake"},
+    )
+    def _asset(
+        context: AssetExecutionContext, upstream: pl.DataFrame
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        resource = getattr(context.resources, resource_key)
+        validate(upstream.schema, f"upstream asset {source_key.to_user_string()}")
+        if hasattr(resource, "check_pool"):
+            resource.check_pool(pool_name, asset=asset_key.to_user_string())
+        run = RunContext(
+            run_id=context.run_id,
+            asset=asset_key.to_user_string(),
+            partition=_partition_label(context),
+        )
+        frame, stats, extra = compute(resource, upstream, keep, run, context.log.info)
+        context.log.info(
+            f"{asset_key.to_user_string()}: {stats.rows_ok} ok, {stats.rows_error} error, "
+            f"{stats.rows_skipped} skipped; {stats.requests} requests ({stats.cache_hits} "
+            f"cached, {stats.repairs} repairs); ${stats.cost_usd:.4f}"
+        )
+        yield dg.Output(frame, metadata=_stats_metadata(stats, extra))
+        yield checks.check_ok_ratio(frame, min_ok_ratio)
+        yield from extra_checks(frame)
+
+    return _asset
+
+
+def _prefix(key_prefix: str | Sequence[str] | None) -> list[str]:
+    if key_prefix is None:
+        return []
+    return [key_prefix] if isinstance(key_prefix, str) else list(key_prefix)
+
+
+def _ok_ratio_specs(
+    min_ok_ratio: float, blocking: bool, more: Callable[[dg.AssetKey], list[dg.AssetCheckSpec]]
+) -> Callable[[dg.AssetKey], list[dg.AssetCheckSpec]]:
+    return lambda key: [checks.ok_ratio_spec(key, min_ok_ratio, blocking=blocking), *more(key)]
+
+
+def embedding_asset(
+    name: str,
+    source: Source,
+    column: str,
+    *,
+    key: str | Sequence[str],
+    model: str,
+    output_column: str = "embedding",
+    dimensions: int | None = None,
+    batch_size: int = 128,
+    resource_key: str = "embedder",
+    pool: str | None = None,
+    partitions_def: dg.PartitionsDefinition | None = None,
+    key_prefix: str | Sequence[str] | None = None,
+    group_name: str | None = None,
+    description: str | None = None,
+    min_ok_ratio: float = 0.99,
+    blocking: bool = True,
+    retry_policy: dg.RetryPolicy | None = DEFAULT_RETRY,
+    backfill_policy: dg.BackfillPolicy | None = None,
+    io_manager_key: str = "io_manager",
+    metadata: Mapping[str, Any] | None = None,
+) -> dg.AssetsDefinition:
+    """Declare an asset with ``key`` columns + a ``list[f32]`` embedding of ``column`` per row.
+
+    Partitions come from ``source`` (or ``partitions_def``); the pool defaults to
+    ``llm-<resource_key>``; ``backfill_policy`` defaults to one run for any number of partitions.
+
+    Examples:
+        >>> vectors = embedding_asset(  # doctest: +SKIP
+        ...     "review_vectors", source=reviews, column="text", key="review_id",
+        ...     model="all-MiniLM-L6-v2")
+    """
+    spec = EmbedSpec(
+        column=column,
+        model=model,
+        output_column=output_column,
+        dimensions=dimensions,
+        batch_size=batch_size,
+    )
+    width = f"list<float32>[{dimensions}]" if dimensions else "list<float32>"
+
+    def compute(resource: Any, upstream: pl.DataFrame, keep: list[str], run: RunContext, log: Any):
+        engine = resource.engine(progress=log)
+        frame, stats = run_embed(upstream, spec, engine, keep=keep, context=run)
+        return frame, stats, {"model": model, "spec_version": spec.version}
+
+    def validate(schema: Mapping[str, Any], where: str) -> None:
+        spec.validate_input(schema, where=where)
+
+    return _build(
+        name=name,
+        source=source,
+        key_prefix=key_prefix,
+        keep_key=key,
+        spec_version=spec.version,
+        resource_key=resource_key,
+        pool=pool,
+        partitions_def=partitions_def,
+        group_name=group_name,
+        description=description or f"Embeddings of {column!r} with {model}.",
+        value_column=(output_column, width, f"embedding of {column!r} by {model}"),
+        check_specs=_ok_ratio_specs(
+            min_ok_ratio, blocking, lambda k: [checks.embedding_width_spec(k)]
+        ),
+        compute=compute,
+        validate=validate,
+        extra_checks=lambda df: [checks.check_embedding_width(df, output_column, dimensions)],
+        min_ok_ratio=min_ok_ratio,
+        retry_policy=retry_policy,
+        backfill_policy=backfill_policy or dg.BackfillPolicy.single_run(),
+        io_manager_key=io_manager_key,
+        metadata=metadata,
+        kind="embed",
+    )
+
+
+def generated_asset(
+    name: str,
+    source: Source,
+    prompt: str,
+    output: Any,
+    *,
+    key: str | Sequence[str],
+    model: str,
+    output_column: str = "output",
+    system: str | None = None,
+    temperature: float = 0.0,
+    max_tokens: int = 512,
+    max_repairs: int = 2,
+    seed: int | None = None,
+    resource_key: str = "llm",
+    pool: str | None = None,
+    partitions_def: dg.PartitionsDefinition | None = None,
+    key_prefix: str | Sequence[str] | None = None,
+    group_name: str | None = None,
+    description: str | None = None,
+    min_ok_ratio: float = 0.9,
+    blocking: bool = True,
+    retry_policy: dg.RetryPolicy | None = DEFAULT_RETRY,
+    backfill_policy: dg.BackfillPolicy | None = None,
+    io_manager_key: str = "io_manager",
+    metadata: Mapping[str, Any] | None = None,
+) -> dg.AssetsDefinition:
+    """Declare an asset with ``key`` columns + one typed LLM answer per row of ``source``.
+
+    ``prompt`` is a ``str.format`` template over the source's columns (checked now against its
+    declared column schema, and again against the real frame before any request); ``output`` is
+    a Pydantic model, an Enum, a ``Literal[...]`` or ``str``.
+
+    Examples:
+        >>> labels = generated_asset(  # doctest: +SKIP
+        ...     "review_labels", source=reviews, prompt="Review: {text}", output=ReviewLabel,
+        ...     key="review_id", model="gpt-4o-mini")
+    """
+    spec = GenerateSpec(
+        prompt=prompt,
+        output=output,
+        model=model,
+        system=system,
+        output_column=output_column,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        max_repairs=max_repairs,
+        seed=seed,
+    )
+    schema = spec.schema
+    allowed = schema.allowed
+
+    def compute(resource: Any, upstream: pl.DataFrame, keep: list[str], run: RunContext, log: Any):
+        engine = resource.engine(progress=log)
+        mode = resource.structured_output
+        frame, stats = run_generate(
+            upstream, spec, engine, keep=keep, structured_output=mode, context=run
+        )
+        return (
+            frame,
+            stats,
+            {
+                "model": model,
+                "spec_version": spec.version,
+                "prompt_hash": hashlib.sha256(prompt.encode()).hexdigest()[:16],
+                "schema_hash": hashlib.sha256(schema.schema_json.encode()).hexdigest()[:16],
+                "structured_output": mode,
+            },
+        )
+
+    def validate(columns: Mapping[str, Any], where: str) -> None:
+        spec.validate_input(_polars_only(columns), where=where)
+
+    def extra(df: pl.DataFrame) -> list[dg.AssetCheckResult]:
+        return [checks.check_enum_values(df, output_column, allowed)] if allowed else []
+
+    more = (lambda k: [checks.enum_values_spec(k)]) if allowed else (lambda k: [])
+    return _build(
+        name=name,
+        source=source,
+        key_prefix=key_prefix,
+        keep_key=key,
+        spec_version=spec.version,
+        resource_key=resource_key,
+        pool=pool,
+        partitions_def=partitions_def,
+        group_name=group_name,
+        description=description or f"{schema.name} per row from {model}: {prompt!r}",
+        value_column=(output_column, _type_label(schema.dtype), schema.descriptions()),
+        check_specs=_ok_ratio_specs(min_ok_ratio, blocking, more),
+        compute=compute,
+        validate=validate,
+        extra_checks=extra,
+        min_ok_ratio=min_ok_ratio,
+        retry_policy=retry_policy,
+        backfill_policy=backfill_policy or dg.BackfillPolicy.single_run(),
+        io_manager_key=io_manager_key,
+        metadata=metadata,
+        kind="generate",
+    )
+
+
+def _polars_only(columns: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Keep column names only: declared Dagster types are strings (the frame's are checked)."""
+    return {k: (v if isinstance(v, pl.DataType) else None) for k, v in columns.items()}
+
+
+def _type_label(dtype: pl.DataType) -> str:
+    return str(dtype).lower()
