@@ -119,37 +119,50 @@ class Catalog:
     ) -> None:
         options = self.storage.storage_options
         delta = DeltaTable(table.uri, version=version, storage_options=options or None)
-        files = delta.file_uris()
-        if not self.storage.is_local or not files:
+        scan = parquet_scan_sql(delta, local=self.storage.is_local, storage_options=options)
+        if scan is None:
             _drop_view(con, table.name)
             con.register(table.name, delta.to_pyarrow_dataset())
             return
-        schema = delta.schema()
-        partitions = set(delta.metadata().partition_columns)
-        hive_types = {
-            f.name: _PRIMITIVES.get(str(getattr(f.type, "type", f.type)), "VARCHAR")
-            for f in schema.fields
-            if f.name in partitions
-        }
-        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        # union_by_name reads every file footer at bind time: only pay it once the schema evolved
-        options_sql = f"union_by_name = {str(_schema_evolved(table.uri, schema, options)).lower()}"
-        if partitions:
-            types = ", ".join(f"'{c}': '{t}'" for c, t in hive_types.items())
-            options_sql += f", hive_partitioning = true, hive_types = {{{types}}}"
-        else:
-            options_sql += ", hive_partitioning = false"
-        columns = ", ".join(quote_ident(f.name) for f in schema.fields)
-        kind = "TEMP VIEW" if temp else "VIEW"
         if _is_registered(con, table.name):
             con.unregister(table.name)
-        con.execute(
-            f"CREATE OR REPLACE {kind} {quote_ident(table.name)} AS SELECT {columns} "
-            f"FROM read_parquet([{listing}], {options_sql})"
-        )
+        kind = "TEMP VIEW" if temp else "VIEW"
+        con.execute(f"CREATE OR REPLACE {kind} {quote_ident(table.name)} AS {scan}")
         if not temp:
             comment = f"{VIEW_COMMENT}{table.uri}@{delta.version()}".replace("'", "''")
             con.execute(f"COMMENT ON VIEW {quote_ident(table.name)} IS '{comment}'")
+
+
+def parquet_scan_sql(
+    delta: DeltaTable, *, local: bool, storage_options: dict[str, str] | None = None
+) -> str | None:
+    """Build a ``SELECT`` of one Delta snapshot with DuckDB's Parquet reader.
+
+    The file list comes from the snapshot (never a glob); partition values are decoded from the
+    Hive-style paths and typed from the Delta schema. ``None`` when DuckDB cannot read the files
+    itself (object stores without ``httpfs``) or there are none (an empty table).
+    """
+    files = delta.file_uris()
+    if not local or not files:
+        return None
+    schema = delta.schema()
+    partitions = set(delta.metadata().partition_columns)
+    hive_types = {
+        f.name: _PRIMITIVES.get(str(getattr(f.type, "type", f.type)), "VARCHAR")
+        for f in schema.fields
+        if f.name in partitions
+    }
+    listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    # union_by_name reads every file footer at bind time: only pay it once the schema evolved
+    evolved = _schema_evolved(delta.table_uri, schema, storage_options or {})
+    options_sql = f"union_by_name = {str(evolved).lower()}"
+    if partitions:
+        types = ", ".join(f"'{c}': '{t}'" for c, t in hive_types.items())
+        options_sql += f", hive_partitioning = true, hive_types = {{{types}}}"
+    else:
+        options_sql += ", hive_partitioning = false"
+    columns = ", ".join(quote_ident(f.name) for f in schema.fields)
+    return f"SELECT {columns} FROM read_parquet([{listing}], {options_sql})"
 
 
 def _schema_evolved(uri: str, schema: object, options: dict[str, str]) -> bool:
