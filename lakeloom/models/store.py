@@ -64,6 +64,14 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
+def check_model_name(name: str) -> None:
+    """Refuse names that are not safe as one path segment on every store."""
+    if not _NAME.match(name):
+        raise ValueError(
+            f"model name {name!r} must be 1-128 characters of letters, digits, '_', '.', '-'"
+        )
+
+
 def _jsonable(value: Any) -> Any:
     """Replace NaN/inf with None so metadata stays strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -131,10 +139,7 @@ class ModelStore:
 
     # -- paths -----------------------------------------------------------------------------
     def _name_path(self, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError(
-                f"model name {name!r} must be 1-128 characters of letters, digits, '_', '.', '-'"
-            )
+        check_model_name(name)
         return f"{self._base_path}/{name}"
 
     def uri(self, name: str, version: int) -> str:
