@@ -31,6 +31,7 @@ from lakeloom.core.features import FeatureMismatchError
 from lakeloom.core.predict import PredictSpec, fit, predict
 from lakeloom.io_managers.partitions import dimensions
 from lakeloom.models.store import ModelStore, check_model_name
+from lakeloom.ref import RefError, ref
 from lakeloom.settings import Storage
 
 Source = dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset | dg.AssetKey | str
@@ -106,22 +107,14 @@ def join_sources(
     return base
 
 
-def _lineage(context: dg.AssetExecutionContext, keys: Sequence[dg.AssetKey]) -> list[dict]:
-    """Each input's table URI and Delta version, from its latest materialization's metadata."""
+def _lineage(keys: Sequence[dg.AssetKey], storage: Storage) -> list[dict[str, Any]]:
+    """Pin each training input as a ``lakeloom.ref`` (Delta version) in JSON-able form."""
     refs = []
     for key in keys:
-        event = context.instance.get_latest_materialization_event(key)
-        meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
-        uri, version = meta.get("table_uri"), meta.get("delta_version")
-        refs.append(
-            {
-                "asset_key": list(key.path),
-                "uri": getattr(uri, "value", None),
-                "version": getattr(version, "value", None),
-                "partitions": None,
-                "run_id": event.run_id if event else None,
-            }
-        )
+        try:
+            refs.append(json.loads(ref(key, storage=storage).to_json()))
+        except RefError:  # stored elsewhere than this storage root: keep the key at least
+            refs.append({"asset_key": list(key.path), "uri": None, "version": None})
     return refs
 
 
@@ -235,9 +228,10 @@ def model_asset(
                 "fold", "kind", "n_train", "n_test", "best_params", "seconds"
             )
             cv_metrics = {k: v for k, v in mean.row(0, named=True).items() if v is not None}
+        root = storage or Storage.from_env()
+        lineage = _lineage([ins[n][0] for n in inputs], root)  # versions just read
         model = fit(_training_frame(spec, inputs, keys), spec)
-        lineage = _lineage(context, [ins[n][0] for n in inputs])
-        store = ModelStore(storage or Storage.from_env())
+        store = ModelStore(root)
         ref = store.save(model, stored_as, lineage=lineage, cv_metrics=cv_metrics)
         context.log.info(f"stored {ref.name} v{ref.version} at {ref.uri}")
         card = pl.DataFrame(

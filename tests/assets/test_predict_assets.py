@@ -12,6 +12,7 @@ from deltalake import DeltaTable
 from lakeloom.assets.predict import cv_report_asset, join_sources, model_asset, prediction_asset
 from lakeloom.core.predict import PredictSpec
 from lakeloom.models import ModelStore
+from lakeloom.ref import Ref
 from tests.fixtures.delta_io import mat_metadata, read
 
 PARTS = dg.StaticPartitionsDefinition(["p0", "p1", "p2"])
@@ -60,7 +61,9 @@ def graph(demo_frames, storage):
     }
 
 
-def test_report_model_and_partitioned_predictions(graph, run, io_manager, storage, demo_frames):
+def test_report_model_and_partitioned_predictions(
+    graph, run, io_manager, storage, demo_frames, digits_embedded
+):
     instance = dg.DagsterInstance.ephemeral()
     assets = list(graph.values())
     for part in PARTS.get_partition_keys():
@@ -90,6 +93,9 @@ def test_report_model_and_partitioned_predictions(graph, run, io_manager, storag
         table = DeltaTable(io_manager.table_uri(dg.AssetKey(key)))
         assert lineage[(key,)]["uri"] == io_manager.table_uri(dg.AssetKey(key))
         assert lineage[(key,)]["version"] == table.version() == 2  # three partition commits
+    # the stored lineage reopens the exact training data, e.g. on a Modal worker
+    reopened = Ref.model_validate(lineage[("labels",)]).lazy().collect()
+    assert reopened.height == digits_embedded.height
 
     result = run(assets, ["digits_predictions"], partition_key="p2", instance=instance)
     assert result.success
