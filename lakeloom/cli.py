@@ -13,6 +13,7 @@ import sys
 COMMANDS: list[str] = [
     "lakeloom.sim.cli",
     "lakeloom.catalog_cli",
+    "lakeloom.modal_apps.cli",
 ]
 
 
