@@ -216,7 +216,11 @@ class VLLMConfig(ServingConfig):
     gpu: str = "L4"
     model: str = "Qwen/Qwen2.5-1.5B-Instruct"
     max_inputs: int = Field(default=64, ge=1, description="Concurrent requests per container.")
-    vllm_version: str = Field(default="0.33.0", description="Tag of the vllm/vllm-openai image.")
+    vllm_version: str = Field(default="0.33.0", description="vLLM release pip-installed.")
+    cuda_image: str = Field(
+        default="nvidia/cuda:12.8.1-devel-ubuntu22.04",
+        description="Base image (CUDA toolkit for vLLM's JIT kernels); Python is added by Modal.",
+    )
     served_model_name: str | None = Field(
         default=None, description="Model name clients send (default: the model id)."
     )
@@ -227,8 +231,13 @@ class VLLMConfig(ServingConfig):
     )
 
     def image_ref(self) -> str:
-        """Return the official vLLM OpenAI server image (or the ``image`` override)."""
-        return self.image or f"vllm/vllm-openai:v{self.vllm_version}"
+        """Return the base image: the ``image`` override (with vLLM inside) or ``cuda_image``."""
+        return self.image or self.cuda_image
+
+    @property
+    def packages(self) -> list[str]:
+        """Return what is pip-installed on ``cuda_image`` (nothing on an ``image`` override)."""
+        return [] if self.image else [f"vllm=={self.vllm_version}"]
 
     @property
     def model_name(self) -> str:

@@ -54,10 +54,20 @@ def start(cfg: VLLMConfig) -> None:
     launch_server(build_command(cfg), api_key_target="VLLM_API_KEY")
 
 
-# The official image pins vLLM with its matching torch/CUDA; it has Python and pydantic already.
-image = (
-    modal.Image.from_registry(config.image_ref()).entrypoint([]).add_local_python_source("lakeloom")
-)
+def build_image(cfg: VLLMConfig) -> modal.Image:
+    """Return the server image: CUDA base + Python + pinned vLLM (its wheel brings torch).
+
+    An ``image`` override is used as is: it must already hold Python and vLLM (for instance
+    ``vllm/vllm-openai:<tag>``).
+    """
+    add_python = None if cfg.image else "3.12"
+    image = modal.Image.from_registry(cfg.image_ref(), add_python=add_python).entrypoint([])
+    if cfg.packages:
+        image = image.uv_pip_install(*cfg.packages)
+    return image.add_local_python_source("lakeloom")
+
+
+image = build_image(config)
 
 app = modal.App(config.app_name)
 

@@ -82,7 +82,7 @@ def test_apps_build_without_credentials_or_network_quickly():
     assert tei["gpu"] == vllm["gpu"] == "L4"
     assert tei["volumes"] == vllm["volumes"] == [common.CACHE_DIR]
     assert tei["image"] == "ghcr.io/huggingface/text-embeddings-inference:89-1.9"
-    assert vllm["image"] == "vllm/vllm-openai:v0.33.0"
+    assert vllm["image"] == "nvidia/cuda:12.8.1-devel-ubuntu22.04"
     assert tei["options"] == {
         "min_containers": 0,
         "max_containers": 4,

@@ -225,3 +225,25 @@ def test_credentials_sources(tmp_path):
     # The default profile lacks a secret: explicitly selecting it finds no usable token.
     assert credentials_source({"MODAL_CONFIG_PATH": str(toml), "MODAL_PROFILE": "default"}) is None
     assert "ak-" not in found  # names the source, never the token
+
+
+def test_definitions_with_a_modal_resource_validate_offline(no_modal_credentials, monkeypatch):
+    """Loading and validating Definitions neither needs credentials nor touches the network."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network call while validating definitions")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+
+    @dg.asset
+    def embeddings(modal: ModalResource) -> None:
+        modal.embeddings_endpoint()
+
+    defs = dg.Definitions(
+        assets=[embeddings], resources={"modal": ModalResource(mode="modal", environment="prod")}
+    )
+    dg.Definitions.validate_loadable(defs)
+    assert "modal" in defs.get_assets_def("embeddings").required_resource_keys
