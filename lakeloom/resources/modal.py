@@ -235,11 +235,22 @@ class ModalResource(dg.ConfigurableResource):
     def run_folds(
         self, ref: RefLike, spec: PredictSpec, folds: Sequence[int] | None = None
     ) -> list[train.FoldOutput]:
-        """Run outer folds of nested CV on the referenced table; Modal fans them out with map."""
+        """Run outer folds of nested CV on the referenced table.
+
+        Locally the folds run in this process (joblib workers when ``spec.n_jobs`` != 1); on
+        Modal ``run_fold.map`` gives each fold its own container. Either way each fold gets the
+        reference JSON and opens the pinned Delta version itself.
+        """
         folds = list(range(spec.outer_folds) if folds is None else folds)
         text, spec_json = self._ref(ref), spec.model_dump_json()
         if not self.remote:
-            return [train.fold_from_ref(text, spec_json, k) for k in folds]
+            if spec.n_jobs == 1 or len(folds) < 2:
+                return [train.fold_from_ref(text, spec_json, k) for k in folds]
+            from joblib import Parallel, delayed
+
+            workers = len(folds) if spec.n_jobs < 0 else min(spec.n_jobs, len(folds))
+            run = delayed(train.fold_from_ref)
+            return list(Parallel(n_jobs=workers)(run(text, spec_json, k) for k in folds))
         fn = self.function("train", "run_fold")
         with self._modal_errors(self.train_app, "run_fold"):
             return list(fn.map([text] * len(folds), [spec_json] * len(folds), folds))

@@ -101,6 +101,8 @@ def test_local_mode_trains_in_process_like_the_core(cancer_ref, tmp_path):
     result = res.nested_cv(cancer_ref, SPEC)
     expected = evaluate(cancer_ref.lazy().collect(), SPEC)
     assert result.report.drop("seconds").equals(expected.report.drop("seconds"))
+    parallel = res.nested_cv(cancer_ref, SPEC.model_copy(update={"n_jobs": 2}))
+    assert parallel.report.drop("seconds").equals(result.report.drop("seconds"))
     model = res.fit(cancer_ref, SPEC, "cancer", cv_metrics=result.summary())
     assert model.version == 1 and model.uri.startswith(str(tmp_path / "models"))
 
