@@ -187,9 +187,12 @@ def _build(
         context: AssetExecutionContext, upstream: pl.DataFrame
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         resource = getattr(context.resources, resource_key)
-        validate(upstream.schema, f"upstream asset {source_key.to_user_string()}")
-        if hasattr(resource, "check_pool"):
-            resource.check_pool(pool_name, asset=asset_key.to_user_string())
+        try:  # bad input or config: fail before any request, and do not retry the step
+            validate(upstream.schema, f"upstream asset {source_key.to_user_string()}")
+            if hasattr(resource, "check_pool"):
+                resource.check_pool(pool_name, asset=asset_key.to_user_string())
+        except ValueError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         run = RunContext(
             run_id=context.run_id,
             asset=asset_key.to_user_string(),

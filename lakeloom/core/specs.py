@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import Any, Literal
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lakeloom.core.hashing import canonical_json
@@ -78,12 +79,18 @@ class EmbedSpec(_Spec):
     def validate_input(
         self, schema: Mapping[str, Any] | Iterable[str], where: str = "input"
     ) -> None:
-        """Fail before any request when the text column is missing."""
+        """Fail before any request when the text column is missing or does not hold text."""
         columns = list(schema)
         if self.column not in columns:
             raise ValueError(
                 f"embedding column {self.column!r} is not in the {where}; its columns are: "
                 f"{', '.join(columns) or '(none)'}"
+            )
+        dtype = schema[self.column] if isinstance(schema, Mapping) else None
+        text_types = (pl.String, pl.Categorical, pl.Enum, pl.Null)
+        if isinstance(dtype, pl.DataType) and not isinstance(dtype, text_types):
+            raise ValueError(
+                f"embedding column {self.column!r} in the {where} must hold text, not {dtype}"
             )
 
 

@@ -99,6 +99,6 @@ def test_missing_or_non_text_column_fails_before_any_request(sim_resource):
     df = pl.DataFrame({"id": [1], "n": [3]})
     with pytest.raises(ValueError, match="'text' is not in the input frame"):
         embed_column(df, "text", engine=resource.engine(), model="sim-embed")
-    with pytest.raises(TypeError, match="must hold text"):
+    with pytest.raises(ValueError, match="must hold text, not Int64"):
         embed_column(df, "n", engine=resource.engine(), model="sim-embed")
     assert sim.stats()["served"] == 0
