@@ -45,7 +45,8 @@ SCHEMA = {
     "output_tokens": pl.Int64,
     "created_at": pl.Datetime("us", "UTC"),
 }
-_LOOKUP_COLUMNS = ["request_hash", "model", "response", "input_tokens", "output_tokens"]
+_LOOKUP_COLUMNS = ["request_hash", "response", "model", "input_tokens", "output_tokens"]
+_K64 = pl.col("request_hash").str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("k64")
 
 
 @dataclass(slots=True)
@@ -126,6 +127,7 @@ class ResponseCache:
         self._segment_path: Path | None = None
         self._flush_due: asyncio.Event | None = None  # set while flush_loop runs
         self._exists = False
+        self._sync_scheduled = False
         self.replayed = self.replay_orphans()
 
     # -- journal ------------------------------------------------------------------------------
@@ -161,11 +163,33 @@ class ResponseCache:
                 self._open_segment()
             assert self._segment is not None
             self._segment.write(line)
-            self._segment.flush()
             self._pending.append(row)
             due = len(self._pending) >= self.flush_every
+        self._sync_journal()
         if due and self._flush_due is not None:
             self._flush_due.set()
+
+    def _sync_journal(self) -> None:
+        """Push journal lines to the OS: at the end of this event-loop turn, else right now.
+
+        Responses that arrive in the same loop turn share one write call; none waits for
+        anything but the current turn, so a ``kill -9`` still loses only requests in flight.
+        """
+        if self._sync_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write_journal()
+            return
+        self._sync_scheduled = True
+        loop.call_soon(self._write_journal)
+
+    def _write_journal(self) -> None:
+        self._sync_scheduled = False
+        with self._lock:
+            if self._segment is not None:
+                self._segment.flush()
 
     @property
     def pending(self) -> int:
@@ -207,6 +231,32 @@ class ResponseCache:
             partition_by=["model"],
             storage_options=self.storage.storage_options or None,
         )
+
+    def put(self, entries: pl.DataFrame) -> int:
+        """Bulk-add responses that were paid elsewhere (Batch API results, an import).
+
+        ``entries`` needs request_hash, model, endpoint, response, input_tokens and
+        output_tokens; keys already cached are skipped. Returns the rows added.
+        """
+        df = entries.with_columns(
+            pl.col("input_tokens").cast(pl.Int64), pl.col("output_tokens").cast(pl.Int64)
+        )
+        if "created_at" not in df.columns:
+            df = df.with_columns(pl.lit(time.time_ns() // 1000).alias("created_at"))
+        df = (
+            df.with_columns(
+                pl.col("created_at").cast(pl.Datetime("us", "UTC"))
+                if df.schema["created_at"] != pl.Datetime("us", "UTC")
+                else pl.col("created_at")
+            )
+            .select(list(SCHEMA))
+            .unique("request_hash", keep="first")
+        )
+        known = self._known(df["request_hash"], df["model"].unique().to_list())
+        df = df.join(known, on="request_hash", how="anti")
+        if df.height:
+            self._write(df)
+        return df.height
 
     def replay_orphans(self) -> int:
         """Commit journals left by dead writers (a crash) to Delta; returns rows added."""
@@ -259,37 +309,52 @@ class ResponseCache:
             .collect()
         )
 
-    def lookup(
+    def match(
         self, keys: pl.Series | Sequence[str], *, models: Sequence[str] | None = None
     ) -> pl.DataFrame:
-        """Find the cached responses for ``keys`` (one vectorized join); one row per key found.
+        """Look up many keys at once: one row per key, in order, nulls where not cached.
 
-        Columns: request_hash, model, response (JSON text), input_tokens, output_tokens.
-        ``models`` (optional) prunes the scan to those model partitions.
+        Columns: request_hash, response (JSON text or null), model, input_tokens,
+        output_tokens. The join runs on the first 64 bits of the hash as an integer (several
+        times faster than joining strings); the full hash is then compared, so a 64-bit
+        collision can only cause a miss, never a wrong answer. ``models`` (optional) prunes
+        the scan to those model partitions.
         """
         keys = keys if isinstance(keys, pl.Series) else pl.Series(list(keys), dtype=pl.String)
-        wanted = pl.DataFrame({"request_hash": keys.cast(pl.String)}).unique()
+        left = pl.DataFrame({"request_hash": keys.cast(pl.String)}).with_columns(_K64)
+        sources = []
         lf = self._scan(models)
-        parts: list[pl.DataFrame] = []
         if lf is not None:
-            parts.append(
-                lf.select(_LOOKUP_COLUMNS)
-                .join(wanted.lazy(), on="request_hash", how="semi")
-                .collect()
-            )
+            sources.append(lf.select(_LOOKUP_COLUMNS).collect())
         with self._lock:
             pending = list(self._pending)
         if pending:
-            parts.append(
-                _frame(pending).select(_LOOKUP_COLUMNS).join(wanted, on="request_hash", how="semi")
-            )
-        if not parts:
-            found = pl.DataFrame(schema={c: SCHEMA[c] for c in _LOOKUP_COLUMNS})
+            sources.append(_frame(pending).select(_LOOKUP_COLUMNS))
+        if not sources:
+            cached = pl.DataFrame(schema={c: SCHEMA[c] for c in _LOOKUP_COLUMNS})
         else:
-            found = pl.concat(parts, how="vertical_relaxed").unique("request_hash", keep="first")
-        self.stats.hits += found.height
-        self.stats.misses += wanted.height - found.height
-        return found
+            cached = pl.concat(sources, how="vertical_relaxed") if len(sources) > 1 else sources[0]
+        # Join integers, not strings: position of each key's row in ``cached`` (null = miss),
+        # then one gather of the response strings in input order.
+        positions = cached.select(_K64, pl.int_range(pl.len(), dtype=pl.UInt32).alias("i"))
+        positions = positions.unique("k64", keep="any")
+        index = left.select("k64").join(positions, on="k64", how="left", maintain_order="left")
+        out = cached.select(pl.all().gather(index["i"]))
+        clash = out["request_hash"].is_not_null() & (out["request_hash"] != left["request_hash"])
+        if clash.any():  # a 64-bit prefix collision: that key is a miss, never a wrong answer
+            out = out.select(pl.when(pl.lit(~clash)).then(pl.col(c)).alias(c) for c in out.columns)
+        out = out.with_columns(left["request_hash"])
+        hits = out.height - out["response"].null_count()
+        self.stats.hits += hits
+        self.stats.misses += out.height - hits
+        return out
+
+    def lookup(
+        self, keys: pl.Series | Sequence[str], *, models: Sequence[str] | None = None
+    ) -> pl.DataFrame:
+        """Return the cached rows among ``keys`` (see :meth:`match`), one per distinct key."""
+        found = self.match(keys, models=models).filter(pl.col("response").is_not_null())
+        return found.unique("request_hash", keep="first", maintain_order=True)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

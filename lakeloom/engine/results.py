@@ -13,6 +13,13 @@ import polars as pl
 
 from lakeloom.engine.types import LLMResult
 
+MATCH_SCHEMA: dict[str, Any] = {
+    "request_hash": pl.String,
+    "response": pl.String,
+    "model": pl.String,
+    "input_tokens": pl.Int64,
+    "output_tokens": pl.Int64,
+}
 RESULT_SCHEMA: dict[str, Any] = {
     "key": pl.String,
     "status": pl.String,
@@ -33,7 +40,6 @@ class RunStats:
     """What a run did: the summary that goes into materialization metadata."""
 
     requests: int = 0
-    unique: int = 0
     cache_hits: int = 0
     sent: int = 0
     ok: int = 0
@@ -50,8 +56,8 @@ class RunStats:
 
     @property
     def hit_ratio(self) -> float:
-        """Cache hits over distinct requests."""
-        return self.cache_hits / self.unique if self.unique else 0.0
+        """Rows answered from the cache over all rows."""
+        return self.cache_hits / self.requests if self.requests else 0.0
 
     def as_metadata(self) -> dict[str, int | float | bool]:
         """Flat numbers for ``MaterializeResult(metadata=...)``."""
@@ -84,23 +90,6 @@ class RunResults(list[LLMResult]):
         self.stats = stats
 
 
-def hits_frame(hits: pl.DataFrame) -> pl.DataFrame:
-    """Cache hits (with a ``key`` column) as result rows: ok, cost 0, no attempts."""
-    return hits.select(
-        pl.col("key"),
-        pl.lit("ok").alias("status"),
-        pl.col("response"),
-        pl.lit(None, pl.String).alias("error"),
-        pl.col("input_tokens"),
-        pl.col("output_tokens"),
-        pl.lit(0.0).alias("cost_usd"),
-        pl.lit(0.0).alias("latency_s"),
-        pl.lit(0, pl.Int64).alias("attempts"),
-        pl.lit(True).alias("from_cache"),
-        pl.col("model"),
-    )
-
-
 def sent_frame(sent: list[LLMResult]) -> pl.DataFrame:
     """Results of sent requests as result rows."""
     return pl.DataFrame(
@@ -121,25 +110,59 @@ def sent_frame(sent: list[LLMResult]) -> pl.DataFrame:
     )
 
 
-def assemble(frame: pl.DataFrame, answers: pl.DataFrame) -> pl.DataFrame:
-    """One result row per input row, in input order; a repeated key is charged once."""
-    out = frame.select("key").join(answers, on="key", how="left", maintain_order="left")
-    if out["status"].null_count():  # cannot happen; if it ever does, say so, never drop a row
-        lost = pl.col("status").is_null()
-        out = out.with_columns(
-            pl.when(lost)
-            .then(pl.lit("internal error: no result"))
-            .otherwise(pl.col("error"))
-            .alias("error"),
-            pl.col("status").fill_null("error"),
-        )
-    first = pl.col("key").is_first_distinct()
-    charged = pl.when(first).then(pl.col("cost_usd")).otherwise(0.0).alias("cost_usd")
-    return out.with_columns(charged).select(list(RESULT_SCHEMA))
+def _hit_rows(keys: pl.Series, matched: pl.DataFrame) -> pl.DataFrame:
+    return matched.select(
+        keys.alias("key"),
+        pl.lit("ok").alias("status"),
+        pl.col("response"),
+        pl.lit(None, pl.String).alias("error"),
+        pl.col("input_tokens"),
+        pl.col("output_tokens"),
+        pl.lit(0.0).alias("cost_usd"),
+        pl.lit(0.0).alias("latency_s"),
+        pl.lit(0, pl.Int64).alias("attempts"),
+        pl.lit(True).alias("from_cache"),
+        pl.col("model"),
+    )
+
+
+def assemble(
+    frame: pl.DataFrame, matched: pl.DataFrame, hit_mask: pl.Series, sent: list[LLMResult]
+) -> pl.DataFrame:
+    """One result row per input row, in input order; a key sent twice is charged once.
+
+    Cache hits come straight from the aligned ``matched`` columns (no join); only the rows
+    that missed are joined with the fresh results.
+    """
+    hits = _hit_rows(frame["key"], matched)
+    if not sent and bool(hit_mask.all()):
+        return hits
+    rows = pl.int_range(0, frame.height, dtype=pl.UInt32, eager=True).alias("_row")
+    missed = frame.select("key").with_columns(rows).filter(~hit_mask)
+    fresh = missed.join(sent_frame(sent), on="key", how="left", maintain_order="left")
+    lost = pl.col("status").is_null()
+    fresh = fresh.with_columns(
+        pl.when(lost)
+        .then(pl.lit("internal error: no result"))
+        .otherwise(pl.col("error"))
+        .alias("error"),
+        pl.col("status").fill_null("error"),
+        pl.col("from_cache").fill_null(False),
+        pl.when(pl.col("key").is_first_distinct())
+        .then(pl.col("cost_usd"))
+        .otherwise(0.0)
+        .fill_null(0.0)
+        .alias("cost_usd"),
+    )
+    both = pl.concat(
+        [hits.with_columns(rows).filter(hit_mask), fresh.select(hits.columns + ["_row"])],
+        how="vertical_relaxed",
+    )
+    return both.sort("_row").drop("_row").select(list(RESULT_SCHEMA))
 
 
 def hit_result(row: dict[str, Any]) -> LLMResult:
-    """One cache hit as an ``LLMResult`` (response parsed)."""
+    """Turn one cache hit into an ``LLMResult`` (response parsed)."""
     return LLMResult(
         key=row["key"],
         status="ok",
@@ -155,7 +178,6 @@ def hit_result(row: dict[str, Any]) -> LLMResult:
 def run_stats(
     *,
     rows: int,
-    unique: int,
     hits: int,
     sent: list[LLMResult],
     ok: int,
@@ -166,7 +188,6 @@ def run_stats(
     latencies = [r.latency_s for r in sent if r.attempts]
     return RunStats(
         requests=rows,
-        unique=unique,
         cache_hits=hits,
         sent=len(latencies),
         ok=ok,

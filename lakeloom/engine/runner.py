@@ -31,14 +31,13 @@ from lakeloom.engine.limiter import RateLimiter, UnlimitedLimiter
 from lakeloom.engine.plan import Bodies, Planned, plan, request_frame, requests_frame
 from lakeloom.engine.progress import ProgressCallback, ProgressTracker
 from lakeloom.engine.results import (
+    MATCH_SCHEMA,
     EngineRun,
     RunResults,
     RunStats,
     assemble,
     hit_result,
-    hits_frame,
     run_stats,
-    sent_frame,
 )
 from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult, RunContext
 from lakeloom.settings import Storage
@@ -50,10 +49,11 @@ BUDGET_ERROR = "budget exceeded: not sent (max_cost_usd={:.4f})"
 
 @dataclass(slots=True)
 class _Outcome:
-    frame: pl.DataFrame
-    hits: pl.DataFrame  # key, request_hash, model, response, input_tokens, output_tokens
-    sent: list[LLMResult]
-    unique: int
+    frame: pl.DataFrame  # key, cache_key, body per input row
+    matched: pl.DataFrame  # cached answer per input row (nulls on a miss)
+    hit_mask: pl.Series
+    sent: list[LLMResult]  # one per distinct miss
+    hits: int
     budget: BudgetGuard
     started: float
 
@@ -134,10 +134,14 @@ class Engine:
         """One ``LLMResult`` per request, in order (a repeated key repeats its result)."""
         frame = requests_frame(requests, namespace=self.provider.cache_namespace)
         given = {r.key: r for r in requests}
-        outcome = await self._execute(requests[0].endpoint, frame, given, context, max_cost_usd)
+        models = sorted({self.provider.price_model or str(r.body.get("model")) for r in requests})
+        outcome = await self._execute(
+            requests[0].endpoint, frame, given, context, max_cost_usd, models=models
+        )
         by_key: dict[str, LLMResult] = {r.key: r for r in outcome.sent}
-        for row in outcome.hits.iter_rows(named=True):
-            by_key[row["key"]] = hit_result(row)
+        hit_rows = outcome.matched.with_columns(frame["key"]).filter(outcome.hit_mask)
+        for row in hit_rows.iter_rows(named=True):
+            by_key.setdefault(row["key"], hit_result(row))
         results = [by_key.get(r.key) or _lost(r.key) for r in requests]
         ok = sum(r.status == "ok" for r in results)
         return RunResults(results, self._stats(outcome, ok))
@@ -149,9 +153,12 @@ class Engine:
         *,
         context: RunContext | None = None,
         max_cost_usd: float | None = None,
+        models: Sequence[str] | None = None,
     ) -> EngineRun:
         """Blocking :meth:`arun_bodies`."""
-        coro = self.arun_bodies(endpoint, bodies, context=context, max_cost_usd=max_cost_usd)
+        coro = self.arun_bodies(
+            endpoint, bodies, context=context, max_cost_usd=max_cost_usd, models=models
+        )
         return _blocking(coro)
 
     async def arun_bodies(
@@ -161,14 +168,15 @@ class Engine:
         *,
         context: RunContext | None = None,
         max_cost_usd: float | None = None,
+        models: Sequence[str] | None = None,
     ) -> EngineRun:
-        """Answer canonical JSON bodies; the frame has one row per body, in input order."""
+        """Answer canonical JSON bodies; the frame has one row per body, in input order.
+
+        ``models`` (optional: the models the bodies name) limits the cache scan to them.
+        """
         frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
-        outcome = await self._execute(endpoint, frame, None, context, max_cost_usd)
-        answers = [hits_frame(outcome.hits)] if outcome.hits.height else []
-        if outcome.sent:
-            answers.append(sent_frame(outcome.sent))
-        results = assemble(frame, pl.concat(answers, how="vertical_relaxed"))
+        outcome = await self._execute(endpoint, frame, None, context, max_cost_usd, models=models)
+        results = assemble(frame, outcome.matched, outcome.hit_mask, outcome.sent)
         ok = int((results["status"] == "ok").sum())
         return EngineRun(results, self._stats(outcome, ok))
 
@@ -177,21 +185,23 @@ class Engine:
         from lakeloom.engine.forecast import forecast
 
         frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
-        return forecast(frame, engine=self, endpoint=endpoint, **kwargs)
+        return forecast(self, endpoint, frame, **kwargs)
 
     # -- the pipeline -------------------------------------------------------------------------
 
-    def lookup(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(distinct requests, cache hits with their ``key``) for a request frame."""
-        unique = frame.filter(pl.col("key").is_first_distinct())
+    def match(self, frame: pl.DataFrame, models: Sequence[str] | None = None) -> pl.DataFrame:
+        """Return cached answers aligned with a request frame (nulls where not cached)."""
         cache = self.cache
         if cache is None:
-            return unique, pl.DataFrame(schema={"key": pl.String, "request_hash": pl.String})
-        found = cache.lookup(unique["cache_key"])
-        hits = unique.select("key", pl.col("cache_key").alias("request_hash")).join(
-            found, on="request_hash", how="inner"
-        )
-        return unique, hits
+            return pl.DataFrame(
+                {c: pl.Series(c, [None] * frame.height, dtype=t) for c, t in MATCH_SCHEMA.items()}
+            )
+        return cache.match(frame["cache_key"], models=models)
+
+    def misses(self, frame: pl.DataFrame, hit_mask: pl.Series) -> pl.DataFrame:
+        """Return the distinct requests that the cache could not answer."""
+        missed = frame.filter(~hit_mask) if hit_mask.any() else frame
+        return missed.filter(pl.col("key").is_first_distinct())
 
     async def _execute(
         self,
@@ -200,35 +210,39 @@ class Engine:
         given: Mapping[str, LLMRequest] | None,
         context: RunContext | None,
         max_cost_usd: float | None,
+        *,
+        models: Sequence[str] | None,
     ) -> _Outcome:
         started = time.perf_counter()
         context = context or RunContext()
-        unique, hits = self.lookup(frame)
-        misses = unique.join(hits.select("key"), on="key", how="anti") if hits.height else unique
+        matched = self.match(frame, models)
+        hit_mask = matched["response"].is_not_null()
+        misses = self.misses(frame, hit_mask)
         planned = plan(endpoint, misses, provider=self.provider, prices=self.prices, given=given)
         if planned.requests:
             self.provider.check_api_key()
         budget = BudgetGuard(self.max_cost_usd if max_cost_usd is None else max_cost_usd)
+        hits = int(hit_mask.sum())
         tracker = ProgressTracker(
-            unique.height,
+            hits + misses.height,
             self.progress,
             interval_s=self.progress_interval_s,
-            cache_hits=hits.height,
+            cache_hits=hits,
         )
         sent = await self._send(endpoint, planned, budget, tracker)
         tracker.emit(final=True)
         if self.cache is not None:
             await asyncio.to_thread(_finish_cache, self.cache)
         if self.ledger is not None:
-            rows = ledger_rows(endpoint, context, hits, sent, price_table=self.prices.version)
+            hit_models = matched.select("model").filter(hit_mask) if hits else matched.clear()
+            rows = ledger_rows(endpoint, context, hit_models, sent, price_table=self.prices.version)
             await asyncio.to_thread(self.ledger.append, rows)
-        return _Outcome(frame, hits, sent, unique.height, budget, started)
+        return _Outcome(frame, matched, hit_mask, sent, hits, budget, started)
 
     def _stats(self, outcome: _Outcome, ok: int) -> RunStats:
         stats = run_stats(
             rows=outcome.frame.height,
-            unique=outcome.unique,
-            hits=outcome.hits.height,
+            hits=outcome.hits,
             sent=outcome.sent,
             ok=ok,
             started=outcome.started,
@@ -314,7 +328,7 @@ def _default_limiter(provider: ProviderConfig, url: str | None) -> RateLimiter:
     factory = getattr(limiter_module, "make_limiter", None)
     if factory is None:
         return UnlimitedLimiter()
-    return factory(provider, url=url)
+    return factory(provider.limiter_key, rpm=provider.rpm, tpm=provider.tpm, url=url)
 
 
 def _blocking(coro: Any) -> Any:
