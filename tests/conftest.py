@@ -5,6 +5,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.storage",
     "tests.fixtures.sim",
+    "tests.fixtures.redis",
     "tests.fixtures.llm",
     "tests.fixtures.delta_io",
     "tests.fixtures.modal",

@@ -216,7 +216,7 @@ def test_token_limit_counts_prompt_plus_max_tokens():
 
 def test_fault_rates_roughly_as_configured(sim_server):
     sim = sim_server(fail_429=0.2, fail_5xx=0.1, malformed_rate=0.2, timeout_rate=0.05, hang_s=0.2)
-    n = 600
+    n = 400
 
     async def run():
         async with client(sim, timeout=5) as c:

@@ -1,0 +1,215 @@
+"""The adaptive RPM + TPM limiter whose state lives in a store shared by processes.
+
+Per process, waiting requests form one FIFO queue; whoever holds the (per event loop) lock sends
+the whole queue's costs to the store in one atomic exchange, which reserves a paced slot for each
+request that fits within a short horizon. Each request then sleeps until its own slot. So the
+store sees one round trip per batch, not per request, and two processes on one provider draw
+from the same buckets.
+
+Feedback (``record``) is cheap and synchronous: it parses the ``x-ratelimit-*`` headers into a
+pending ``Feedback`` that rides along with the next exchange. Until some limit is known (manual
+or learned from headers) ``acquire`` returns at once, checking the store about once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Mapping
+
+from lakeloom.engine.limiter import Admission, RateLimiter
+from lakeloom.engine.limiter_core import NONE, Feedback, Tuning
+from lakeloom.engine.limiter_stores import LimiterStore
+from lakeloom.engine.ratelimit_headers import BucketReport, parse_retry_after, read_bucket
+
+_MAX_BATCH = 512
+
+
+class _Waiter:
+    __slots__ = ("admit_at", "cost")
+
+    def __init__(self, cost: int) -> None:
+        self.cost = cost
+        self.admit_at: float | None = None  # monotonic seconds once a slot is reserved
+
+
+class SharedLimiter(RateLimiter):
+    """RPM + TPM token buckets shared through a store, adaptive to headers and 429s.
+
+    Examples:
+        >>> limiter = make_limiter("openai:org-1", rpm=500, tpm=200_000)  # doctest: +SKIP
+        >>> admission = await limiter.acquire(1_200)  # doctest: +SKIP
+        >>> limiter.record(admission, status_code=200, headers=resp.headers, used_tokens=900)
+    """
+
+    def __init__(
+        self,
+        key: str,
+        store: LimiterStore,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        tuning: Tuning | None = None,
+        refresh_s: float = 1.0,
+    ) -> None:
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and not value > 0:
+                raise ValueError(f"limiter {key!r}: {name} must be > 0 or None, got {value!r}")
+        self.key = key
+        self.store = store
+        self.rpm = rpm
+        self.tpm = tpm
+        self.tuning = tuning or Tuning()
+        self.refresh_s = refresh_s
+        self.limit_429s = 0  # 429s that came from the provider's limits
+        self._fb = Feedback()
+        self._urgent = False  # feedback that should reach the store before the next admission
+        self._limited = bool(rpm or tpm)
+        self._known = (0.0, 0.0)  # limits learned from headers (rpm, tpm)
+        self._offset = time.time() - time.monotonic()  # store clock minus monotonic clock
+        self._pause_until = 0.0  # monotonic
+        self._refresh_at = 0.0  # monotonic
+        self._queue: deque[_Waiter] = deque()
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+
+    # -- admission ------------------------------------------------------------------------------
+    async def acquire(self, reserved_tokens: int) -> Admission:
+        """Wait for a paced slot in both buckets (returns at once while no limit is known)."""
+        now = time.monotonic()
+        if not (self._limited or self._urgent) and self._pause_until <= now < self._refresh_at:
+            return Admission(reserved_tokens, now)
+        while True:
+            waiter = _Waiter(reserved_tokens)
+            self._queue.append(waiter)
+            try:
+                async with self._loop_lock():
+                    while waiter.admit_at is None:
+                        await self._dispatch()
+            finally:
+                if waiter.admit_at is None:
+                    self._queue.remove(waiter)
+            delay = waiter.admit_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.monotonic()
+            if now + 0.005 >= self._pause_until:
+                return Admission(reserved_tokens, now)
+            # a 429 paused the provider while this request slept: wait it out, queue again
+            await asyncio.sleep(self._pause_until - now)
+
+    def _loop_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
+
+    async def _dispatch(self) -> None:
+        """One exchange with the store for the head of the queue (called under the lock)."""
+        batch = [self._queue[i] for i in range(min(len(self._queue), _MAX_BATCH))]
+        fb, self._fb, self._urgent = self._fb, Feedback(), False
+        before = time.monotonic()
+        decision = await self.store.exchange(
+            self.key, [w.cost for w in batch], fb, self.tuning, self.rpm, self.tpm
+        )
+        after = time.monotonic()
+        mono_now = (before + after) / 2
+        self._offset = decision.now - mono_now
+        self._limited = decision.limited or bool(self.rpm or self.tpm)
+        self._pause_until = max(self._pause_until, decision.pause_until - self._offset)
+        self._refresh_at = after + self.refresh_s
+        for waiter, wait in zip(batch, decision.waits, strict=False):
+            waiter.admit_at = mono_now + wait
+            self._queue.popleft()
+        if not decision.waits:
+            await asyncio.sleep(max(0.001, decision.retry_in - self.tuning.horizon_s / 2))
+
+    # -- feedback -------------------------------------------------------------------------------
+    def record(
+        self,
+        admission: Admission,
+        *,
+        status_code: int | None,
+        headers: Mapping[str, str],
+        used_tokens: int | None,
+    ) -> None:
+        """Learn from one response; see ``RateLimiter.record``."""
+        if status_code is None:
+            return
+        if type(headers) is dict:  # plain dicts (tests): make lookups case-insensitive
+            headers = {k.lower(): v for k, v in headers.items()}
+        fb = self._fb
+        grant = admission.granted_at + self._offset
+        reqs = toks = None
+        if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
+            reqs = read_bucket(headers, "requests")
+            toks = read_bucket(headers, "tokens")
+            self._learn(reqs, toks, grant)
+        if used_tokens is not None and used_tokens > admission.reserved_tokens:
+            fb.extra_tokens += used_tokens - admission.reserved_tokens
+        if status_code == 429 and _is_limit_429(reqs, toks, admission.reserved_tokens):
+            self.limit_429s += 1
+            wait = parse_retry_after(headers)
+            if wait is None:
+                wait = self.tuning.default_pause_s
+            wait = min(wait, self.tuning.max_pause_s)
+            until = time.monotonic() + wait
+            self._pause_until = max(self._pause_until, until)
+            fb.pause_until = max(fb.pause_until, until + self._offset)
+            fb.cut_at = grant if fb.cut_at == NONE else min(fb.cut_at, grant)
+            self._urgent = True
+
+    def _learn(self, reqs: BucketReport | None, toks: BucketReport | None, grant: float) -> None:
+        fb = self._fb
+        known_r, known_t = self._known
+        if reqs is not None and reqs.limit:
+            if reqs.limit != known_r:
+                known_r = reqs.limit
+                self._urgent = True
+            fb.lr = reqs.limit
+            cap = reqs.capacity
+            if cap:
+                fb.cr = cap
+            if reqs.remaining is not None and (
+                fb.sync_r_at == NONE
+                or grant - reqs.remaining * 60 / reqs.limit
+                > fb.sync_r_at - fb.sync_r_rem * 60 / reqs.limit
+            ):
+                fb.sync_r_at, fb.sync_r_rem = grant, reqs.remaining
+        if toks is not None and toks.limit:
+            if toks.limit != known_t:
+                known_t = toks.limit
+                self._urgent = True
+            fb.lt = toks.limit
+            cap = toks.capacity
+            if cap:
+                fb.ct = cap
+            if toks.remaining is not None and (
+                fb.sync_t_at == NONE
+                or grant - toks.remaining * 60 / toks.limit
+                > fb.sync_t_at - fb.sync_t_rem * 60 / toks.limit
+            ):
+                fb.sync_t_at, fb.sync_t_rem = grant, toks.remaining
+        if (known_r, known_t) != self._known:
+            self._known = (known_r, known_t)
+            self._limited = True
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.store.close()
+
+
+def _is_limit_429(
+    reqs: BucketReport | None, toks: BucketReport | None, reserved_tokens: int
+) -> bool:
+    """Tell whether a 429 is the limit's: yes unless its own headers show budget left for it.
+
+    Overload 429s (and the simulator's injected ones) come with budget left: they neither pause
+    nor slow the other requests; the client's retry of that one request honours Retry-After.
+    """
+    if reqs is None and toks is None:
+        return True
+    if reqs is not None and reqs.remaining is not None and reqs.remaining < 1:
+        return True
+    return toks is not None and toks.remaining is not None and toks.remaining < reserved_tokens

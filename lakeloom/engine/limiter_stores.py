@@ -1,0 +1,145 @@
+"""Where limiter state lives: in this process, or in a SQLite file shared by processes.
+
+A store runs ``limiter_core.decide`` atomically on one provider's row. The SQLite store does it
+in a ``BEGIN IMMEDIATE`` transaction (WAL mode, so readers never block), which serializes the
+read-modify-write across every process on the machine; one transaction admits a whole batch of
+waiting requests. Its clock is ``time.time()``, common to all processes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+from lakeloom.engine.limiter_core import STATE_FIELDS, Decision, Feedback, State, Tuning, decide
+
+
+class LimiterUnavailable(RuntimeError):
+    """The shared limiter state cannot be reached (the run must stop rather than overrun)."""
+
+
+class LimiterStore(Protocol):
+    """Atomically applies feedback and reserves slots for one provider key."""
+
+    url: str
+
+    async def exchange(
+        self,
+        key: str,
+        costs: list[int],
+        fb: Feedback,
+        tuning: Tuning,
+        rpm: float | None,
+        tpm: float | None,
+    ) -> Decision:
+        """Run ``decide`` on ``key``'s state and persist it."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+_MEMORY: dict[str, State] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+class MemoryStore:
+    """State in this process only (``memory://``): for tests and single-process tools."""
+
+    url = "memory://"
+
+    async def exchange(
+        self,
+        key: str,
+        costs: list[int],
+        fb: Feedback,
+        tuning: Tuning,
+        rpm: float | None,
+        tpm: float | None,
+    ) -> Decision:
+        """Run ``decide`` under a process-wide lock."""
+        with _MEMORY_LOCK:
+            state = _MEMORY.setdefault(key, State())
+            return decide(state, time.time(), costs, fb, tuning, rpm, tpm)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+_COLUMNS = ", ".join(STATE_FIELDS)
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS limiter_state (key TEXT PRIMARY KEY, "
+    + ", ".join(f"{name} REAL NOT NULL" for name in STATE_FIELDS)
+    + ")"
+)
+_SELECT = f"SELECT {_COLUMNS} FROM limiter_state WHERE key = ?"
+_UPSERT = (
+    f"INSERT OR REPLACE INTO limiter_state (key, {_COLUMNS}) "
+    f"VALUES (?, {', '.join('?' * len(STATE_FIELDS))})"
+)
+
+
+class SQLiteStore:
+    """State in one SQLite file, one row per provider key, shared by every local process."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self._local = threading.local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._conn()
+            conn.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise LimiterUnavailable(f"cannot open limiter state {self.path}: {exc}") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # state is advisory: no fsync per commit
+            self._local.conn = conn
+        return conn
+
+    async def exchange(
+        self,
+        key: str,
+        costs: list[int],
+        fb: Feedback,
+        tuning: Tuning,
+        rpm: float | None,
+        tpm: float | None,
+    ) -> Decision:
+        """One ``BEGIN IMMEDIATE`` transaction (a few tens of microseconds, no thread hop)."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(_SELECT, (key,)).fetchone()
+                state = State(*row) if row else State()
+                decision = decide(state, time.time(), costs, fb, tuning, rpm, tpm)
+                conn.execute(_UPSERT, (key, *state.as_row()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise LimiterUnavailable(f"limiter state {self.path} failed: {exc}") from exc
+        return decision
+
+    def read(self, key: str) -> State | None:
+        """Return the stored state of ``key`` (for inspection and tests)."""
+        row = self._conn().execute(_SELECT, (key,)).fetchone()
+        return State(*row) if row else None
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,76 @@
+"""A load generator for limiter tests: ``python -m tests.engine.limiter_worker BASE_URL ...``.
+
+Sends ``--n`` chat requests with ``--concurrency`` tasks through the shared limiter (each task
+retries a 429 after its Retry-After, like the engine's client) and prints one JSON line. It uses
+httpx directly: importing the openai SDK costs seconds per process on a busy CI box.
+"""
+
+import argparse
+import asyncio
+import json
+import time
+
+import httpx
+
+from lakeloom.engine.limiter import make_limiter
+
+
+async def run(args: argparse.Namespace) -> dict:
+    limiter = make_limiter(args.key, rpm=args.rpm, tpm=args.tpm, url=args.url)
+    client = httpx.AsyncClient(
+        base_url=args.base_url,
+        headers={"Authorization": "Bearer sim"},
+        limits=httpx.Limits(max_connections=args.concurrency),
+        timeout=30,
+    )
+    sem = asyncio.Semaphore(args.concurrency)
+    counts = {"ok": 0, "429": 0, "other": 0}
+    body = {"model": "m", "max_tokens": args.max_tokens}
+    reserved = args.max_tokens + 12
+
+    async def one(i: int) -> None:
+        async with sem:
+            for _ in range(20):
+                adm = await limiter.acquire(reserved)
+                payload = {**body, "messages": [{"role": "user", "content": f"row {i:05d}"}]}
+                resp = await client.post("/chat/completions", json=payload)
+                if resp.status_code != 200:
+                    limiter.record(
+                        adm, status_code=resp.status_code, headers=resp.headers, used_tokens=None
+                    )
+                    counts["429" if resp.status_code == 429 else "other"] += 1
+                    await asyncio.sleep(float(resp.headers.get("retry-after", 1)))
+                    continue
+                usage = resp.json()["usage"]
+                limiter.record(
+                    adm, status_code=200, headers=resp.headers, used_tokens=usage["total_tokens"]
+                )
+                counts["ok"] += 1
+                return
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(args.n)))
+    await client.aclose()
+    return {**counts, "elapsed_s": time.perf_counter() - t0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("base_url")
+    parser.add_argument("--key", default="sim")
+    parser.add_argument("--url", default=None)
+    parser.add_argument("--rpm", type=float, default=None)
+    parser.add_argument("--tpm", type=float, default=None)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=50)
+    parser.add_argument("--start-at", type=float, default=0.0, help="wall-clock start time")
+    args = parser.parse_args()
+    delay = args.start_at - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    print(json.dumps(asyncio.run(run(args))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The shared limiter in one process (no HTTP): pacing, learning, pauses, fast path."""
+
+import asyncio
+import time
+
+import pytest
+
+from lakeloom.engine.limiter import UnlimitedLimiter, make_limiter, open_store
+from lakeloom.engine.limiter_core import Tuning
+from lakeloom.engine.limiter_shared import SharedLimiter
+from lakeloom.engine.limiter_stores import LimiterUnavailable, MemoryStore, SQLiteStore
+
+
+class CountingStore(MemoryStore):
+    """The real in-memory store, counting round trips."""
+
+    def __init__(self):
+        self.calls = 0
+
+    async def exchange(self, *args, **kwargs):
+        self.calls += 1
+        return await super().exchange(*args, **kwargs)
+
+
+async def admit_for(limiter, seconds, tokens=10, tasks=50):
+    """Admissions granted in ``seconds`` by ``tasks`` greedy tasks."""
+    granted = []
+    deadline = time.monotonic() + seconds
+
+    async def worker():
+        while True:
+            adm = await limiter.acquire(tokens)
+            if adm.granted_at <= deadline:
+                granted.append(adm.granted_at)
+
+    workers = [asyncio.create_task(worker()) for _ in range(tasks)]
+    await asyncio.sleep(seconds)
+    for task in workers:
+        task.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    return granted
+
+
+def test_paces_requests_at_the_limit_with_many_tasks(request):
+    limiter = make_limiter(request.node.name, rpm=1200, url="memory://")  # 20/s
+    granted = asyncio.run(admit_for(limiter, 1.5))
+    # local bucket 0.25 s = 5, then 0.97 * 20/s
+    assert 5 + 0.97 * 20 * 1.5 - 3 <= len(granted) <= 5 + 0.97 * 20 * 1.5 + 1
+    gaps = [b - a for a, b in zip(granted[5:], granted[6:], strict=False)]
+    assert min(gaps) > 0.035  # smooth: never a burst after the first bucket
+
+
+def test_paces_tokens():
+    limiter = make_limiter("tokens", tpm=60_000, url="memory://")  # 1000 tokens/s
+    granted = asyncio.run(admit_for(limiter, 1.0, tokens=100))
+    assert 2 + 9.7 - 2 <= len(granted) <= 2 + 9.7 + 1
+
+
+def test_unknown_limits_cost_no_store_round_trip():
+    store = CountingStore()
+    limiter = SharedLimiter("free", store)
+
+    async def burst():
+        return [await limiter.acquire(100) for _ in range(2000)]
+
+    assert len(asyncio.run(burst())) == 2000
+    assert store.calls <= 1  # one refresh at most
+
+
+def test_learns_limits_from_headers_and_starts_pacing():
+    store = CountingStore()
+    limiter = SharedLimiter("learn", store)
+
+    async def run():
+        first = await limiter.acquire(10)
+        limiter.record(
+            first,
+            status_code=200,
+            headers={
+                "x-ratelimit-limit-requests": "600",
+                "x-ratelimit-remaining-requests": "9",
+                "x-ratelimit-reset-requests": "100ms",
+            },
+            used_tokens=5,
+        )
+        t0 = time.monotonic()
+        for _ in range(6):
+            await limiter.acquire(10)
+        return time.monotonic() - t0
+
+    elapsed = asyncio.run(run())
+    # local bucket: min(0.25 s * 10/s, half of the provider's 10) = 2.5 -> the rest paced at 9.7/s
+    assert 0.3 < elapsed < 0.6
+    assert store.calls >= 1
+
+
+def test_limit_429_pauses_with_retry_after_and_cuts_the_rate(request):
+    limiter = make_limiter(request.node.name, rpm=6000, url="memory://")
+
+    async def run():
+        adm = await limiter.acquire(1)
+        limiter.record(
+            adm,
+            status_code=429,
+            headers={"retry-after-ms": "400", "x-ratelimit-remaining-requests": "0",
+                     "x-ratelimit-limit-requests": "6000"},
+            used_tokens=None,
+        )  # fmt: skip
+        t0 = time.monotonic()
+        await limiter.acquire(1)
+        return time.monotonic() - t0
+
+    assert 0.38 < asyncio.run(run()) < 0.7
+    assert limiter.limit_429s == 1
+    state = open_store("memory://")
+    assert isinstance(state, MemoryStore)
+
+
+def test_429_with_budget_left_is_not_a_limit_signal():
+    limiter = make_limiter("overload", rpm=6000, url="memory://")
+
+    async def run():
+        adm = await limiter.acquire(1)
+        limiter.record(
+            adm,
+            status_code=429,
+            headers={"retry-after": "5", "x-ratelimit-remaining-requests": "90",
+                     "x-ratelimit-limit-requests": "6000"},
+            used_tokens=None,
+        )  # fmt: skip
+        t0 = time.monotonic()
+        await limiter.acquire(1)
+        return time.monotonic() - t0
+
+    assert asyncio.run(run()) < 0.1
+    assert limiter.limit_429s == 0
+
+
+def test_sqlite_state_is_shared_by_two_limiters(tmp_path):
+    url = f"sqlite:///{tmp_path / 'lim.sqlite'}"
+    a = make_limiter("shared", rpm=600, url=url)
+    b = make_limiter("shared", rpm=600, url=url)
+
+    async def run():
+        grants = await asyncio.gather(admit_for(a, 1.0, tasks=10), admit_for(b, 1.0, tasks=10))
+        return sum(len(g) for g in grants)
+
+    total = asyncio.run(run())
+    assert total <= 2.5 + 0.97 * 10 * 1.0 + 1  # one budget for both, not two
+    state = SQLiteStore(tmp_path / "lim.sqlite").read("shared")
+    assert state is not None and state.tr > 0
+
+
+def test_factory_choices_and_errors(tmp_path, monkeypatch):
+    assert isinstance(make_limiter("x", url="off"), UnlimitedLimiter)
+    default = make_limiter("x", rpm=60)
+    assert isinstance(default.store, SQLiteStore)
+    assert default.store.path.name == "limiter.sqlite"
+    assert str(tmp_path) in str(default.store.path)  # under the test's LAKELOOM_HOME
+    monkeypatch.setenv("LAKELOOM_LIMITER_URL", "memory://")
+    assert isinstance(make_limiter("x").store, MemoryStore)
+    with pytest.raises(ValueError, match="LAKELOOM_LIMITER_URL"):
+        make_limiter("x", url="postgres://nope")
+    with pytest.raises(ValueError, match="rpm must be > 0"):
+        make_limiter("x", rpm=0, url="memory://")
+    with pytest.raises(LimiterUnavailable, match="cannot open"):
+        SQLiteStore("/proc/nope/limiter.sqlite")
+
+
+def test_custom_tuning_is_used():
+    limiter = make_limiter("tuned", rpm=600, url="memory://", tuning=Tuning(burst_s=0.1))
+    assert limiter.tuning.burst_s == 0.1
