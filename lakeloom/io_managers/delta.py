@@ -94,12 +94,13 @@ class DeltaIOManager(dg.ConfigurableIOManager):
             df = with_partition_columns(df, dims, keys, asset)
             selection = Selection(dims, column_dtypes(dims, df.schema), keys)
             check_rows_in(df, selection, asset)
+        run_id, step = _step_identity(context)
         lineage = CommitLineage(
             asset_key=tuple(context.asset_key.path),
-            run_id=context.run_id,
+            run_id=run_id,
             partition_columns={d.name: d.column for d in dims},
             partitions=selection.bounds() if selection else None,
-            upstream=tuple(self._loaded.get((context.run_id, context.step_key), ())),
+            upstream=tuple(self._loaded.get((run_id, step), ())),
         )
         predicate = selection.sql() if selection else None
         version = write_table(
@@ -121,7 +122,8 @@ class DeltaIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame:
         """Read the upstream partitions this step maps to (all of them for unpartitioned steps)."""
         key = context.asset_key
-        asset, step = key.to_user_string(), context.step_context.step.key
+        asset = key.to_user_string()
+        run_id, step = _step_identity(context)
         storage, uri = self.storage, self.table_uri(key)
         upstream_meta = (
             context.upstream_output.definition_metadata if context.upstream_output else {}
@@ -131,7 +133,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         )
         keys = (
             tuple(sorted(str(k) for k in context.asset_partition_keys))
-            if dims and context.step_context.has_partitions
+            if dims and _run_is_partitioned(context)
             else None
         )
         try:
@@ -146,15 +148,17 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         selection = None
         if keys is not None:
             selection = Selection(dims, column_dtypes(dims, lf.collect_schema()), keys)
-            lf = lf.filter(selection.expr())
-        lazy = _wants_lazy(context)
-        df = None if lazy else lf.collect()
-        if selection is not None:
-            values = (
-                (df.lazy() if df is not None else lf).select(selection.columns).unique().collect()
-            )
+            values = _logged_partition_values(table, selection.columns)
+            if values is None:  # partition columns are not Delta partition columns: scan them
+                lf = lf.filter(selection.expr())
+                values = lf.select(selection.columns).unique().collect()
+            elif not values.is_empty() and values.select(selection.expr().all()).item():
+                pass  # every live file is inside the selection: no row filter needed
+            else:
+                lf = lf.filter(selection.expr())
             self._check_present(context, selection, values, asset, step, uri, table.version())
-        self._loaded.setdefault((context.step_context.run_id, step), []).append(
+        result = lf if _wants_lazy(context) else lf.collect()
+        self._loaded.setdefault((run_id, step), []).append(
             UpstreamRef(
                 asset_key=tuple(key.path),
                 uri=uri,
@@ -162,7 +166,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
                 partitions=selection.bounds() if selection else None,
             )
         )
-        return lf if df is None else df
+        return result
 
     @staticmethod
     def _check_present(
@@ -177,14 +181,54 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         """Fail clearly when a mapped upstream partition has no rows and was never materialized."""
         missing = set(selection.keys) - selection.present_keys(values)
         if missing:  # an empty partition that Dagster materialized is legitimate
-            missing -= {
-                str(k) for k in context.instance.get_materialized_partitions(context.asset_key)
-            }
+            missing -= _materialized_partitions(context)
         if missing:
             raise MissingUpstreamError(
                 f"step {step!r} needs partition(s) {sorted(missing)} of asset {asset}, "
                 f"which have no rows in {uri} (version {version}); materialize them first"
             )
+
+
+def _step_identity(context: dg.InputContext | dg.OutputContext) -> tuple[str, str]:
+    """(run id, step key) linking a step's inputs to its outputs; blank outside a run."""
+    try:
+        if isinstance(context, dg.OutputContext):
+            return context.run_id, context.step_key
+        return context.step_context.run_id, context.step_context.step.key
+    except dg.DagsterInvariantViolationError:  # contexts built by build_*_context
+        return "", ""
+
+
+def _run_is_partitioned(context: dg.InputContext) -> bool:
+    """Whether the reading step runs for partitions (else it reads the whole upstream)."""
+    try:
+        return context.step_context.has_partitions
+    except dg.DagsterInvariantViolationError:
+        return context.has_partition_key or context.has_asset_partitions
+
+
+def _materialized_partitions(context: dg.InputContext) -> set[str]:
+    try:
+        return {str(k) for k in context.instance.get_materialized_partitions(context.asset_key)}
+    except dg.DagsterInvariantViolationError:  # no instance outside a run
+        return set()
+
+
+def _logged_partition_values(table: DeltaTable, columns: list[str]) -> pl.DataFrame | None:
+    """Distinct partition values of non-empty files, from the Delta log (no data read).
+
+    ``None`` when some column is not a Delta partition column of the table.
+    """
+    if not set(columns) <= set(table.metadata().partition_columns):
+        return None
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    if actions.is_empty():
+        return pl.DataFrame(schema={c: pl.String for c in columns})
+    return (
+        actions.filter(pl.col("num_records").fill_null(1) > 0)  # no stats: assume rows
+        .select(pl.col(f"partition.{c}").alias(c) for c in columns)
+        .unique()
+    )
 
 
 def _physical_columns(dims: tuple[Dimension, ...], selection: Selection) -> list[str]:
@@ -195,8 +239,10 @@ def _physical_columns(dims: tuple[Dimension, ...], selection: Selection) -> list
 
 
 def _wants_lazy(context: dg.InputContext) -> bool:
-    typing_type = getattr(context.dagster_type, "typing_type", None)
-    return typing_type is pl.LazyFrame
+    try:
+        return getattr(context.dagster_type, "typing_type", None) is pl.LazyFrame
+    except dg.DagsterInvariantViolationError:  # no declared type: eager
+        return False
 
 
 def _output_metadata(
