@@ -105,31 +105,40 @@ def outer_splits(data: TrainingData, spec: PredictSpec) -> list[tuple[np.ndarray
     return _splits(spec, data.target, spec.outer_folds, data.y, data.groups)
 
 
+def metric(
+    name: str, target: TargetInfo, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None
+) -> float:
+    """Compute one metric; the inner search computes only the one it optimizes."""
+    if name == "rmse":
+        return float(math.sqrt(skm.mean_squared_error(y, pred)))
+    if name == "mae":
+        return float(skm.mean_absolute_error(y, pred))
+    if name == "r2":
+        return float(skm.r2_score(y, pred)) if len(y) > 1 else float("nan")
+    labels = list(range(target.n_classes))
+    if name == "accuracy":
+        return float(skm.accuracy_score(y, pred))
+    if name == "f1_macro":
+        return float(skm.f1_score(y, pred, average="macro", labels=labels, zero_division=0))
+    assert proba is not None
+    if name == "log_loss":
+        return float(skm.log_loss(y, np.clip(proba, 1e-15, 1.0), labels=labels))
+    if name == "roc_auc":
+        try:
+            if target.n_classes == 2:
+                return float(skm.roc_auc_score(y, proba[:, 1]))
+            return float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=labels))
+        except ValueError:  # a fold without every class present: AUC is undefined
+            return float("nan")
+    raise ValueError(f"unknown metric {name!r}")
+
+
 def fold_metrics(
     target: TargetInfo, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None
 ) -> dict[str, float]:
     """Score one fold: accuracy, F1 macro, ROC AUC (ovr), log-loss; RMSE, MAE, R² for regression."""
-    if target.task == "regression":
-        return {
-            "rmse": float(math.sqrt(skm.mean_squared_error(y, pred))),
-            "mae": float(skm.mean_absolute_error(y, pred)),
-            "r2": float(skm.r2_score(y, pred)) if len(y) > 1 else float("nan"),
-        }
-    assert proba is not None
-    labels = list(range(target.n_classes))
-    out = {
-        "accuracy": float(skm.accuracy_score(y, pred)),
-        "f1_macro": float(skm.f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
-        "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-15, 1.0), labels=labels)),
-    }
-    try:
-        if target.n_classes == 2:
-            out["roc_auc"] = float(skm.roc_auc_score(y, proba[:, 1]))
-        else:
-            out["roc_auc"] = float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=labels))
-    except ValueError:  # a fold without every class present: AUC is undefined
-        out["roc_auc"] = float("nan")
-    return out
+    names = CLASSIFICATION_METRICS if target.task == "classification" else REGRESSION_METRICS
+    return {name: metric(name, target, y, pred, proba) for name in names}
 
 
 def _fit_predict(
@@ -178,7 +187,7 @@ def select_params(
         scores = []
         for inner_train, inner_val in inner:
             _, pred, proba = _fit_predict(data, spec, params, rows[inner_train], rows[inner_val])
-            scores.append(fold_metrics(data.target, data.y[rows[inner_val]], pred, proba)[scoring])
+            scores.append(metric(scoring, data.target, data.y[rows[inner_val]], pred, proba))
         finite = [s for s in scores if not math.isnan(s)]
         score = float(np.mean(finite)) if finite else float("nan")
         if best is None or _improves(score, best[1], scoring in LOWER_IS_BETTER):
