@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.llm",
     "tests.fixtures.delta_io",
+    "tests.fixtures.s3",
     "tests.fixtures.modal",
     "tests.fixtures.predict",
 ]
