@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -259,7 +260,8 @@ def run_folds(data: TrainingData, spec: PredictSpec) -> list[FoldResult]:
         return [run_outer_fold(data, spec, k) for k in folds]
     from joblib import Parallel, delayed
 
-    workers = spec.outer_folds if spec.n_jobs < 0 else min(spec.n_jobs, spec.outer_folds)
+    wanted = (os.cpu_count() or 1) if spec.n_jobs < 0 else spec.n_jobs
+    workers = min(wanted, spec.outer_folds)
     return list(Parallel(n_jobs=workers)(delayed(run_outer_fold)(data, spec, k) for k in folds))
 
 
