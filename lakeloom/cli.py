@@ -14,6 +14,7 @@ COMMANDS: list[str] = [
     "lakeloom.sim.cli",
     "lakeloom.catalog_cli",
     "lakeloom.modal_apps.cli",
+    "lakeloom.engine.cli",
 ]
 
 

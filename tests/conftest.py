@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.sim",
     "tests.fixtures.redis",
     "tests.fixtures.llm",
+    "tests.fixtures.engine",
     "tests.fixtures.delta_io",
     "tests.fixtures.s3",
     "tests.fixtures.modal",

@@ -149,6 +149,6 @@ def canonical_bodies(df: pl.DataFrame, template: Mapping[str, Any]) -> pl.Series
         merged.append(pl.lit(pending))
     if len(df) == 0:
         return pl.Series("body", [], dtype=pl.String)
-    if not any(isinstance(p, pl.Expr) for p in merged):
-        return pl.Series("body", [pending] * len(df), dtype=pl.String)
+    if not any(isinstance(p, pl.Expr) for p in parts):
+        return pl.Series("body", ["".join(str(p) for p in parts)] * len(df), dtype=pl.String)
     return df.select(pl.concat_str(merged).alias("body"))["body"]

@@ -341,8 +341,18 @@ class ResponseCache:
         index = left.select("k64").join(positions, on="k64", how="left", maintain_order="left")
         out = cached.select(pl.all().gather(index["i"]))
         clash = out["request_hash"].is_not_null() & (out["request_hash"] != left["request_hash"])
-        if clash.any():  # a 64-bit prefix collision: that key is a miss, never a wrong answer
-            out = out.select(pl.when(pl.lit(~clash)).then(pl.col(c)).alias(c) for c in out.columns)
+        if clash.any():  # keys sharing 64 bits (rare): settle those rows by the full hash
+            exact = left.select("request_hash").with_columns(pl.lit(clash).alias("clash"))
+            exact = exact.join(
+                cached.unique("request_hash", keep="any"),
+                on="request_hash",
+                how="left",
+                maintain_order="left",
+            )
+            out = out.select(
+                pl.when(exact["clash"]).then(exact[c]).otherwise(pl.col(c)).alias(c)
+                for c in out.columns
+            )
         out = out.with_columns(left["request_hash"])
         hits = out.height - out["response"].null_count()
         self.stats.hits += hits

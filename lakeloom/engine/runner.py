@@ -26,6 +26,7 @@ import polars as pl
 from lakeloom.engine.cache import ResponseCache
 from lakeloom.engine.client import Client, ProviderConfig
 from lakeloom.engine.cost import BudgetGuard, PriceTable
+from lakeloom.engine.forecast import Forecast, forecast
 from lakeloom.engine.ledger import CostLedger, ledger_rows
 from lakeloom.engine.limiter import RateLimiter, UnlimitedLimiter
 from lakeloom.engine.plan import Bodies, Planned, plan, request_frame, requests_frame
@@ -180,12 +181,16 @@ class Engine:
         ok = int((results["status"] == "ok").sum())
         return EngineRun(results, self._stats(outcome, ok))
 
-    def forecast(self, endpoint: Endpoint, bodies: Bodies, **kwargs: Any) -> Any:
-        """Dry run: see :func:`lakeloom.engine.forecast.forecast` (nothing is sent)."""
-        from lakeloom.engine.forecast import forecast
-
+    def forecast(self, endpoint: Endpoint, bodies: Bodies, **kwargs: Any) -> Forecast:
+        """Dry run over bodies: see :func:`lakeloom.engine.forecast.forecast`; sends nothing."""
         frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
         return forecast(self, endpoint, frame, **kwargs)
+
+    def forecast_requests(self, requests: Sequence[LLMRequest], **kwargs: Any) -> Forecast:
+        """Dry run over ``LLMRequest`` objects; sends nothing."""
+        frame = requests_frame(requests, namespace=self.provider.cache_namespace)
+        given = {r.key: r for r in requests}
+        return forecast(self, requests[0].endpoint, frame, given=given, **kwargs)
 
     # -- the pipeline -------------------------------------------------------------------------
 
