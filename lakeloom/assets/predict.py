@@ -12,8 +12,8 @@ Examples:
     >>> spec = PredictSpec(features=("embedding",), target="labels.sentiment")  # doctest: +SKIP
     >>> sources = {"embeddings": embeddings, "labels": labels}  # doctest: +SKIP
     >>> report = cv_report_asset("sentiment_cv", sources, spec, join_on="id")  # doctest: +SKIP
-    >>> model = model_asset("sentiment_model", sources, spec, join_on="id", cv_report=report)
-    >>> preds = prediction_asset("sentiment_predictions", embeddings, model, keep="id")
+    >>> model = model_asset("sentiment_model", sources, spec, join_on="id")  # doctest: +SKIP
+    >>> preds = prediction_asset("sentiment_preds", embeddings, model, keep="id")  # doctest: +SKIP
 """
 
 import hashlib
