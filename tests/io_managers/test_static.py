@@ -158,3 +158,17 @@ def test_the_io_manager_adds_the_partition_column_with_metadata_name(run, io_man
         (1, "d"),
         (2, "d"),
     ]
+
+
+def test_an_empty_partition_dagster_materialized_is_not_missing(run, io_manager):
+    instance = dg.DagsterInstance.ephemeral()
+
+    @dg.asset(partitions_def=PARTS, name="source")
+    def empty_source() -> pl.DataFrame:
+        return rows_for("a").clear()
+
+    run([empty_source], partition_key="a", instance=instance)
+    result = run([empty_source, doubled], selection=[doubled], partition_key="a", instance=instance)
+    assert result.success and read(io_manager, "doubled").height == 0
+    with pytest.raises(MissingUpstreamError, match=r"\['b'\]"):  # never materialized
+        run([empty_source, doubled], selection=[doubled], partition_key="b", instance=instance)
