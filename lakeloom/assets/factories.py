@@ -111,6 +111,7 @@ def _stats_metadata(stats: ColumnStats, extra: Mapping[str, Any]) -> dict[str, A
         "cost_usd": dg.MetadataValue.float(round(stats.cost_usd, 6)),
         "latency_p50_s": dg.MetadataValue.float(stats.latency_p50_s or 0.0),
         "latency_p95_s": dg.MetadataValue.float(stats.latency_p95_s or 0.0),
+        "budget_exceeded": stats.budget_exceeded,
         "top_errors": dg.MetadataValue.json(stats.errors),
     }
     md.update(extra)
@@ -268,7 +269,8 @@ def embedding_asset(
     def compute(resource: Any, upstream: pl.DataFrame, keep: list[str], run: RunContext, log: Any):
         engine = resource.engine(progress=log)
         frame, stats = run_embed(upstream, spec, engine, keep=keep, context=run)
-        return frame, stats, {"model": model, "spec_version": spec.version}
+        widths = frame[output_column].list.len().drop_nulls().unique().to_list()
+        return frame, stats, {"model": model, "spec_version": spec.version, "widths": widths}
 
     def validate(schema: Mapping[str, Any], where: str) -> None:
         spec.validate_input(schema, where=where)

@@ -170,3 +170,15 @@ def test_empty_frame_sends_nothing(sim_resource):
     out = generate_column(reviews(0), "{text}", Label, engine=resource.engine(), model="sim-chat")
     assert out.height == 0 and out.schema["output"] == LABEL_DTYPE
     assert sim.stats()["served"] == 0
+
+
+def test_budget_holds_across_repair_rounds(sim_resource):
+    sim, resource = sim_resource(malformed_rate=1.0, resource_max_cost_usd=0.004)
+    spec = GenerateSpec(prompt="Review: {text}", output=Label, model="sim-priced", max_tokens=200)
+    out, stats = run_generate(reviews(12), spec, resource.engine(), keep=["id"])
+    assert out.height == 12 and set(out["_status"].to_list()) == {"error"}
+    assert stats.budget_exceeded
+    assert 0 < stats.cost_usd <= 0.004 + 1e-9
+    assert abs(float(out["_cost_usd"].sum()) - stats.cost_usd) < 1e-9
+    assert out["_error"].str.contains("budget exceeded").any()
+    assert sim.stats()["served"] == stats.requests - out["_error"].str.contains("not sent").sum()
