@@ -43,6 +43,7 @@ class RateLimiter(ABC):
         status_code: int | None,
         headers: Mapping[str, str],
         used_tokens: int | None,
+        counted_tokens: int | None = None,
     ) -> None:
         """Feed back one response (``status_code`` None = transport failure/timeout).
 
@@ -51,7 +52,9 @@ class RateLimiter(ABC):
         ``used_tokens`` is what the provider reported (prompt + completion); only a shortfall
         (``used_tokens > reserved``) is charged to the token bucket. A surplus is never refunded:
         providers count ``max_tokens`` up front, and the ``remaining`` headers re-sync the
-        estimate anyway.
+        estimate anyway. ``counted_tokens`` (optional) is what the provider charged to its
+        token limit when the caller knows it (reported prompt tokens + ``max_tokens``): it
+        corrects the reservation exactly, both ways.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -72,6 +75,7 @@ class UnlimitedLimiter(RateLimiter):
         status_code: int | None,
         headers: Mapping[str, str],
         used_tokens: int | None,
+        counted_tokens: int | None = None,
     ) -> None:
         """Nothing to learn."""
 

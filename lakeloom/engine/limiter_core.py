@@ -14,6 +14,7 @@ The local bucket mirrors the provider's (same "fits, or bucket full" rule) but i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 NONE = -1.0  # "no value" in feedback fields (numbers only: the Lua port takes flat numbers)
@@ -28,6 +29,10 @@ class Tuning:
     burst_share: float = 0.5  # ... and at most this share of the provider's bucket
     horizon_s: float = 0.05  # reserve slots at most this far ahead (re-read state after)
     backoff: float = 0.7  # rate multiplier cut on a 429 from the limit
+    sync_backoff: float = 0.9  # gentler cut when the provider's own bucket is draining ...
+    drain_share: float = 0.5  # ... i.e. reports less than this share of its size left
+    drain_every_s: float = 0.5  # at most one drain cut this often, and only if still falling
+    drain_cooldown_s: float = 2.0  # ... or still low after this long
     recovery_per_s: float = 0.05  # additive recovery of the multiplier per second
     min_multiplier: float = 0.1
     default_pause_s: float = 1.0  # pause after a limit 429 that names no Retry-After
@@ -51,6 +56,7 @@ class State:
     pu: float = 0.0  # paused until
     m: float = 1.0  # rate multiplier right after the last cut
     mc: float = 0.0  # time of the last cut (0 = never)
+    lv: float = 1.0  # provider fullness (vs. the drain threshold) at the last drain cut
 
     def as_row(self) -> tuple[float, ...]:
         """Column values in field order."""
@@ -72,7 +78,7 @@ class Feedback:
     sync_r_rem: float = NONE  # ... and the remaining requests it reported
     sync_t_at: float = NONE
     sync_t_rem: float = NONE
-    extra_tokens: float = 0.0  # tokens used beyond what was reserved
+    extra_tokens: float = 0.0  # tokens counted minus reserved (negative: a refund)
     cut_at: float = NONE  # grant time of a request that met a limit 429
     pause_until: float = NONE
 
@@ -148,16 +154,40 @@ def decide(
     rr = limit_r * tu.safety * mult / 60.0
     rt = limit_t * tu.safety * mult / 60.0
     br = bt = 0.0
+    fill, fill_at = math.inf, NONE  # how full the provider said its buckets are (>= 1: fine)
     if limit_r:
         br = tu.burst_s * limit_r / 60.0
         br = min(br, tu.burst_share * s.cr) if s.cr > 0 else br
         s.tr = _sync(s.tr, fb.sync_r_at, fb.sync_r_rem, br, rr)
+        if fb.sync_r_rem != NONE:
+            fill, fill_at = fb.sync_r_rem / max(br, tu.drain_share * s.cr), fb.sync_r_at
     if limit_t:
         bt = tu.burst_s * limit_t / 60.0
         bt = min(bt, tu.burst_share * s.ct) if s.ct > 0 else bt
         s.tt = _sync(s.tt, fb.sync_t_at, fb.sync_t_rem, bt, rt)
+        if fb.sync_t_rem != NONE:
+            fill_t = fb.sync_t_rem / max(bt, tu.drain_share * s.ct)
+            if fill_t < fill:
+                fill, fill_at = fill_t, fb.sync_t_at
         if fb.extra_tokens > 0:
             s.tt = max(s.tt, now) + fb.extra_tokens / rt
+        elif fb.extra_tokens < 0 and s.tt > now:  # a refund never overfills the bucket
+            s.tt = max(now, s.tt + fb.extra_tokens / rt)
+    # The provider's bucket draining while we pace means our token estimates run low (or
+    # someone else shares the key): slow down before it runs dry, and again if it keeps falling
+    # (or stays low for a cooldown). A bucket back above the threshold re-arms the detector.
+    if fill_at == NONE:
+        pass  # no report this time: nothing to judge
+    elif fill >= 1.0:
+        s.lv = 1.0
+    elif (
+        fill_at >= s.mc
+        and now - s.mc >= tu.drain_every_s
+        and (fill < s.lv - 0.1 or now - s.mc >= tu.drain_cooldown_s)
+    ):
+        s.m = out.multiplier = max(tu.min_multiplier, mult * tu.sync_backoff)
+        s.mc = now
+        s.lv = fill
     for cost in costs:
         t = max(now, s.pu)
         if limit_r:

@@ -23,20 +23,24 @@ TTL_MS = 24 * 3600 * 1000  # forget a provider's state after a day without traff
 LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local names = {'lr','lt','cr','ct','tr','tt','pu','m','mc'}
+local names = {'lr','lt','cr','ct','tr','tt','pu','m','mc','lv'}
 local raw = redis.call('HMGET', KEYS[1], unpack(names))
 local s = {}
 for i, name in ipairs(names) do s[name] = tonumber(raw[i]) or 0 end
 if raw[8] == false then s.m = 1 end
+if raw[10] == false then s.lv = 1 end
 local n = tonumber(ARGV[1])
 local costs = {}
 for i = 1, n do costs[i] = tonumber(ARGV[1 + i]) end
 local a = 1 + n
 local safety, burst_s, burst_share, horizon = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]),
   tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
-local backoff, recovery, min_mult = tonumber(ARGV[a+5]), tonumber(ARGV[a+6]), tonumber(ARGV[a+7])
-local max_pause = tonumber(ARGV[a+9])
-a = a + 9
+local backoff, sync_backoff = tonumber(ARGV[a+5]), tonumber(ARGV[a+6])
+local drain_share, drain_every = tonumber(ARGV[a+7]), tonumber(ARGV[a+8])
+local drain_cooldown = tonumber(ARGV[a+9])
+local recovery, min_mult = tonumber(ARGV[a+10]), tonumber(ARGV[a+11])
+local max_pause = tonumber(ARGV[a+13])
+a = a + 13
 local fb_lr, fb_lt, fb_cr, fb_ct = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]),
   tonumber(ARGV[a+4])
 local sr_at, sr_rem, st_at, st_rem = tonumber(ARGV[a+5]), tonumber(ARGV[a+6]), tonumber(ARGV[a+7]),
@@ -69,16 +73,43 @@ local function sync(tat, at, rem, bucket, rate)
   if at == NONE or rem == NONE or rem >= bucket then return tat end
   return math.max(tat, at + (bucket - rem) / rate)
 end
+local fill, fill_at = math.huge, NONE
 if limit_r > 0 then
   br = burst_s * limit_r / 60
   if s.cr > 0 then br = math.min(br, burst_share * s.cr) end
   s.tr = sync(s.tr, sr_at, sr_rem, br, rr)
+  if sr_rem ~= NONE then
+    fill = sr_rem / math.max(br, drain_share * s.cr)
+    fill_at = sr_at
+  end
 end
 if limit_t > 0 then
   bt = burst_s * limit_t / 60
   if s.ct > 0 then bt = math.min(bt, burst_share * s.ct) end
   s.tt = sync(s.tt, st_at, st_rem, bt, rt)
-  if extra > 0 then s.tt = math.max(s.tt, now) + extra / rt end
+  if st_rem ~= NONE then
+    local fill_t = st_rem / math.max(bt, drain_share * s.ct)
+    if fill_t < fill then
+      fill = fill_t
+      fill_at = st_at
+    end
+  end
+  if extra > 0 then
+    s.tt = math.max(s.tt, now) + extra / rt
+  elseif extra < 0 and s.tt > now then
+    s.tt = math.max(now, s.tt + extra / rt)
+  end
+end
+if fill_at ~= NONE then
+  if fill >= 1 then
+    s.lv = 1
+  elseif fill_at >= s.mc and now - s.mc >= drain_every
+      and (fill < s.lv - 0.1 or now - s.mc >= drain_cooldown) then
+    mult = math.max(min_mult, mult * sync_backoff)
+    s.m = mult
+    s.mc = now
+    s.lv = fill
+  end
 end
 local waits = {}
 local retry_in = 0
@@ -106,7 +137,7 @@ local limited = (limit_r > 0 or limit_t > 0) and 1 or 0
 return {string.format('%.6f', now), string.format('%.6f', retry_in), limited,
   string.format('%.6f', s.pu), string.format('%.6f', mult), waits}
 """
-assert tuple(STATE_FIELDS) == ("lr", "lt", "cr", "ct", "tr", "tt", "pu", "m", "mc")
+assert tuple(STATE_FIELDS) == ("lr", "lt", "cr", "ct", "tr", "tt", "pu", "m", "mc", "lv")
 
 
 class RedisStore:

@@ -133,8 +133,14 @@ class SharedLimiter(RateLimiter):
         status_code: int | None,
         headers: Mapping[str, str],
         used_tokens: int | None,
+        counted_tokens: int | None = None,
     ) -> None:
-        """Learn from one response; see ``RateLimiter.record``."""
+        """Learn from one response; see ``RateLimiter.record``.
+
+        ``counted_tokens``, when the caller knows it, is what the provider charged against its
+        token limit (OpenAI style: reported prompt tokens + ``max_tokens``); the bucket is then
+        corrected exactly, both ways, so a tokenizer that over-counts does not waste budget.
+        """
         if status_code is None:
             return
         if type(headers) is dict:  # plain dicts (tests): make lookups case-insensitive
@@ -146,7 +152,9 @@ class SharedLimiter(RateLimiter):
             reqs = read_bucket(headers, "requests")
             toks = read_bucket(headers, "tokens")
             self._learn(reqs, toks, grant)
-        if used_tokens is not None and used_tokens > admission.reserved_tokens:
+        if counted_tokens is not None and counted_tokens >= 0:
+            fb.extra_tokens += counted_tokens - admission.reserved_tokens
+        elif used_tokens is not None and used_tokens > admission.reserved_tokens:
             fb.extra_tokens += used_tokens - admission.reserved_tokens
         if status_code == 429 and _is_limit_429(reqs, toks, admission.reserved_tokens):
             self.limit_429s += 1

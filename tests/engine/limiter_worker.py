@@ -26,7 +26,7 @@ async def run(args: argparse.Namespace) -> dict:
     sem = asyncio.Semaphore(args.concurrency)
     counts = {"ok": 0, "429": 0, "other": 0}
     body = {"model": "m", "max_tokens": args.max_tokens}
-    reserved = args.max_tokens + 12
+    reserved = int((args.max_tokens + 12) * args.reserve_scale)
 
     async def one(i: int) -> None:
         async with sem:
@@ -42,9 +42,11 @@ async def run(args: argparse.Namespace) -> dict:
                     await asyncio.sleep(float(resp.headers.get("retry-after", 1)))
                     continue
                 usage = resp.json()["usage"]
+                counted = usage["prompt_tokens"] + args.max_tokens if args.counted else None
                 limiter.record(
-                    adm, status_code=200, headers=resp.headers, used_tokens=usage["total_tokens"]
-                )
+                    adm, status_code=200, headers=resp.headers,
+                    used_tokens=usage["total_tokens"], counted_tokens=counted,
+                )  # fmt: skip
                 counts["ok"] += 1
                 return
 
@@ -64,6 +66,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=50)
+    parser.add_argument("--reserve-scale", type=float, default=1.0, help="misestimate tokens")
+    parser.add_argument("--counted", action="store_true", help="pass counted_tokens")
     parser.add_argument("--start-at", type=float, default=0.0, help="wall-clock start time")
     args = parser.parse_args()
     delay = args.start_at - time.time()

@@ -116,3 +116,31 @@ def test_absurd_state_is_clamped():
     times, _ = admit_times(state, [1], rpm=600, tuning=tuning)
     assert times[0] <= 1000.0 + 600.0 + 0.1
     assert state.pu <= 1000.0 + Tuning().max_pause_s
+
+
+def test_refund_of_overcounted_tokens_never_overfills():
+    state = State()
+    admit_times(state, [100], tpm=6000)  # 100 tok/s, bucket 50: 0.5 s of debt
+    admit_times(state, [], tpm=6000, fb=Feedback(extra_tokens=-30))
+    assert state.tt == pytest.approx(1000.0 + 1.0 - 0.3)
+    admit_times(state, [], now=1005.0, tpm=6000, fb=Feedback(extra_tokens=-500))
+    assert state.tt == pytest.approx(1000.7)  # already full: nothing to refund
+
+
+def test_draining_provider_bucket_slows_us_before_any_429():
+    tuning = Tuning(safety=1.0, burst_s=0.1, horizon_s=100.0, sync_backoff=0.9)
+    state = State(ct=1000)  # provider bucket 1000 tokens: drain threshold 500
+
+    def report(now, rem, at=None):
+        fb = Feedback(sync_t_at=now - 0.01 if at is None else at, sync_t_rem=rem)
+        return decide(state, now, [], fb, tuning, None, 60_000).multiplier
+
+    assert report(10.0, 900) == 1.0  # comfortable
+    assert report(10.1, 400) == pytest.approx(0.9)  # below half: slow down
+    assert report(10.3, 300) == pytest.approx(0.9 + 0.05 * 0.2)  # too soon for another cut
+    assert report(10.7, 360) == pytest.approx(0.93)  # not falling much since the cut: hold
+    assert report(10.8, 250) == pytest.approx(0.9 * (0.9 + 0.05 * 0.7))  # falling: cut again
+    m = state.m
+    assert report(11.0, 100, at=10.5) == pytest.approx(m + 0.05 * 0.2)  # report predates the cut
+    assert report(12.9, 240) == pytest.approx(0.9 * (m + 0.05 * 2.1))  # low for the cooldown
+    assert report(13.0, 700) > 0.8 and state.lv == 1.0  # recovered: detector re-armed

@@ -24,6 +24,10 @@ def script(t0):
         ([5], Feedback(extra_tokens=30, cut_at=t0), 600, 6000),
         ([5, 5], Feedback(pause_until=t0 + 3.0), None, None),
         ([1], Feedback(cut_at=t0 - 10), 600, None),  # an old episode: no second cut
+        ([5], Feedback(extra_tokens=-30), 600, 6000),  # a refund
+        ([5], Feedback(ct=100, sync_t_at=t0 + 0.1, sync_t_rem=90), 600, 6000),  # full: re-arm
+        "sleep",
+        ([5], Feedback(sync_t_at=t0 + 0.6, sync_t_rem=20), 600, 6000),  # draining: cut
     ]
 
 
@@ -32,11 +36,16 @@ def test_lua_port_matches_python_decide(redis_url, request):
     steps = script(time.time())
 
     async def run():
-        return [
-            await store.exchange(request.node.name, *step[:2], EXACT, *step[2:]) for step in steps
-        ]
+        out = []
+        for step in steps:
+            if step == "sleep":
+                await asyncio.sleep(0.6)  # past Tuning.drain_every_s since the last cut
+            else:
+                out.append(await store.exchange(request.node.name, *step[:2], EXACT, *step[2:]))
+        return out
 
     lua = asyncio.run(run())
+    steps = [step for step in steps if step != "sleep"]
     state = State()  # replay in Python at the times Redis saw
     for (costs, fb, rpm, tpm), got in zip(steps, lua, strict=True):
         want = decide(state, got.now, costs, fb, EXACT, rpm, tpm)
@@ -44,7 +53,9 @@ def test_lua_port_matches_python_decide(redis_url, request):
         assert got.retry_in == pytest.approx(want.retry_in, abs=1e-4)
         assert (got.limited, got.multiplier) == (want.limited, pytest.approx(want.multiplier))
         assert got.pause_until == pytest.approx(want.pause_until, abs=1e-4)
-    assert lua[-2].waits[0] > 2.9 and lua[-1].multiplier > 0.5
+    assert lua[4].waits[0] > 2.9 and lua[5].multiplier > 0.5
+    assert lua[-1].multiplier < lua[-2].multiplier  # the drain cut happened in Lua too
+    assert state.lv == pytest.approx(0.4)
 
 
 def test_redis_limiter_paces_and_is_shared(redis_url, request):

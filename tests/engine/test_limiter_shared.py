@@ -170,3 +170,20 @@ def test_factory_choices_and_errors(tmp_path, monkeypatch):
 def test_custom_tuning_is_used():
     limiter = make_limiter("tuned", rpm=600, url="memory://", tuning=Tuning(burst_s=0.1))
     assert limiter.tuning.burst_s == 0.1
+
+
+def test_counted_tokens_refund_an_overestimate():
+    """Reserving 200 tokens that the provider counts as 100 must not halve the throughput."""
+
+    async def run(counted):
+        limiter = make_limiter(f"refund-{counted}", tpm=60_000, url="memory://")  # 1000/s
+        granted = 0
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            adm = await limiter.acquire(200)
+            limiter.record(adm, status_code=200, headers={}, used_tokens=60, counted_tokens=counted)
+            granted += 1
+        return granted
+
+    assert asyncio.run(run(None)) <= 7  # bucket 250 + 970/s, at 200 a request
+    assert asyncio.run(run(100)) >= 11  # at the 100 the provider really counted

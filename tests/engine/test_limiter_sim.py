@@ -62,3 +62,25 @@ def test_limits_learned_from_headers_alone(sim_server, tmp_path):
     assert out["ok"] == 60
     assert stats["rejected_429_limit"] <= 16  # only the first wave, before any header was read
     assert stats["counted_tokens"] <= 1000 + 1000 * out["elapsed_s"]
+
+
+def test_underestimated_tokens_are_caught_by_the_remaining_headers(sim_server, tmp_path):
+    """The client reserves 30 % fewer tokens than the provider counts: headers keep it safe."""
+    sim = sim_server(tpm=60_000, burst_s=1.0)  # 1000 tokens/s, bucket 1000
+    url = f"sqlite:///{tmp_path / 'limiter.sqlite'}"
+    args = ["--url", url, "--tpm", 60_000, "--n", 100, "--reserve-scale", 0.7]
+    (out,) = run_workers(sim, args)
+    stats = sim.stats()
+    assert out["ok"] == 100 and stats["rejected_429_limit"] == 0
+    assert stats["counted_tokens"] <= 1000 + 1000 * out["elapsed_s"]
+    assert stats["counted_tokens"] >= 0.85 * 1000 * out["elapsed_s"]
+
+
+def test_counted_tokens_use_the_whole_limit_despite_an_overestimate(sim_server, tmp_path):
+    sim = sim_server(tpm=60_000, burst_s=1.0)
+    url = f"sqlite:///{tmp_path / 'limiter.sqlite'}"
+    args = ["--url", url, "--tpm", 60_000, "--n", 100, "--reserve-scale", 1.4, "--counted"]
+    (out,) = run_workers(sim, args)
+    stats = sim.stats()
+    assert out["ok"] == 100 and stats["rejected_429_limit"] == 0
+    assert stats["counted_tokens"] >= 0.9 * 1000 * out["elapsed_s"]  # not 0.97 / 1.4
