@@ -16,10 +16,14 @@ slower and cannot filter Parquet strings written as ``string_view``.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 from deltalake import DeltaTable
@@ -27,10 +31,14 @@ from deltalake import DeltaTable
 from lakeloom.delta import quote_ident
 from lakeloom.settings import Storage, data_dir
 
+if TYPE_CHECKING:
+    import pyarrow.dataset
+
 DEFAULT_DATABASE = "catalog.duckdb"
 VIEW_COMMENT = "lakeloom view of "
 DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
+_OPEN_WITH_DATASETS: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
 _PRIMITIVES = {
     "string": "VARCHAR",
     "long": "BIGINT",
@@ -122,7 +130,7 @@ class Catalog:
         scan = parquet_scan_sql(delta, local=self.storage.is_local, storage_options=options)
         if scan is None:
             _drop_view(con, table.name)
-            con.register(table.name, delta.to_pyarrow_dataset())
+            register_dataset(con, table.name, delta)
             return
         if _is_registered(con, table.name):
             con.unregister(table.name)
@@ -131,6 +139,43 @@ class Catalog:
         if not temp:
             comment = f"{VIEW_COMMENT}{table.uri}@{delta.version()}".replace("'", "''")
             con.execute(f"COMMENT ON VIEW {quote_ident(table.name)} IS '{comment}'")
+
+
+def register_dataset(con: duckdb.DuckDBPyConnection, name: str, delta: DeltaTable) -> None:
+    """Register a snapshot's pyarrow dataset on ``con`` and close ``con`` at interpreter exit.
+
+    A DuckDB connection still holding a queried pyarrow dataset when Python exits aborts the
+    process about one time in three (``terminate called without an active exception``, measured
+    with duckdb 2.0.1 + pyarrow 26); closing it first avoids that.
+    """
+    con.register(name, arrow_dataset(delta))
+    _OPEN_WITH_DATASETS.add(con)
+
+
+@atexit.register
+def _close_connections_with_datasets() -> None:
+    for con in list(_OPEN_WITH_DATASETS):
+        with contextlib.suppress(Exception):
+            con.close()
+
+
+def arrow_dataset(delta: DeltaTable) -> pyarrow.dataset.Dataset:
+    """Return the snapshot as a pyarrow dataset whose strings read as ``string_view``.
+
+    Files hold strings as ``large_string`` or ``string_view`` depending on the writer; a view
+    schema reads both, where the default schema fails DuckDB's pushed-down string filters on
+    ``string_view`` files (``no kernel matching input types (string, string_view)``).
+    """
+    import pyarrow as pa
+
+    base = delta.to_pyarrow_dataset().schema
+    fields = [
+        f.with_type(pa.string_view())
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+        else f
+        for f in base
+    ]
+    return delta.to_pyarrow_dataset(schema=pa.schema(fields, metadata=base.metadata))
 
 
 def parquet_scan_sql(

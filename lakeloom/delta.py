@@ -99,7 +99,6 @@ def write_table(
     ``DeltaTable.history()``), so lineage can be read from the Delta log alone. The returned
     version is exact even when other writers commit concurrently.
     """
-    arrow = df.to_arrow()
     write_id = uuid.uuid4().hex
     custom = {**(commit_metadata or {}), "lakeloom.write_id": write_id}
     for attempt in range(1, max_attempts + 1):
@@ -110,7 +109,7 @@ def write_table(
                 target = uri
             write_deltalake(
                 target,
-                arrow,
+                df,  # the frame's Arrow C stream: zero-copy (string columns stay string_view)
                 mode=mode,
                 predicate=predicate,
                 partition_by=list(partition_by) if partition_by else None,

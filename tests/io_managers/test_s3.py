@@ -23,6 +23,11 @@ def labels(items: pl.DataFrame) -> pl.DataFrame:
     return items.select("id", label=pl.col("tag") + "!")
 
 
+@dg.asset
+def label_counts(labels: pl.DataFrame) -> pl.DataFrame:
+    return labels.group_by("label").len().sort("label")
+
+
 def test_partitioned_assets_catalog_and_refs_on_s3(s3_storage):
     io = DeltaIOManager()  # root and options from LAKELOOM_STORAGE_* (the fixture's bucket)
     resources = {"io_manager": io}
@@ -35,6 +40,9 @@ def test_partitioned_assets_catalog_and_refs_on_s3(s3_storage):
         partition_key="b",
         resources=resources,
     )
+    dg.materialize(
+        [make_items("v2"), labels, label_counts], selection=[label_counts], resources=resources
+    )
     meta = result.asset_materializations_for_node("labels")[0].metadata
     assert meta["table_uri"].value == "s3://lake/lakeloom/assets/labels"
 
@@ -44,12 +52,15 @@ def test_partitioned_assets_catalog_and_refs_on_s3(s3_storage):
 
     con = Catalog(s3_storage, database=":memory:").connect()
     assert [t.name for t in Catalog(s3_storage, database=":memory:").tables()] == [
+        "label_counts",
         "labels",
         "raw__items",
     ]
+    # an unpartitioned table read through a pyarrow dataset, filtered on a string column
+    assert con.sql("SELECT len FROM label_counts WHERE label = 'v2!'").fetchall() == [(2,)]
     rows = con.sql(
         "SELECT i.partition, l.label FROM raw__items i JOIN labels l USING (id, partition) "
-        "WHERE i.partition = 'b' ORDER BY id"
+        "WHERE i.partition = 'b' AND l.label = 'v2!' AND i.tag = 'v2' ORDER BY id"
     ).fetchall()
     assert rows == [("b", "v2!"), ("b", "v2!")]
 
