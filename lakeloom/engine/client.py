@@ -13,7 +13,7 @@ import asyncio
 import os
 import random
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -139,6 +139,8 @@ class Client:
         self.config = config
         self.limiter = limiter or UnlimitedLimiter()
         self._transport: Transport | None = None
+        self._sums: dict[Any, tuple[int, int]] = {}
+        self._ratios: dict[Any, float] = {}
 
     async def __aenter__(self) -> Client:
         """Open the transport (one pooled connection set for the whole run)."""
@@ -151,6 +153,23 @@ class Client:
         if self._transport is not None:
             await self._transport.close()
             self._transport = None
+
+    def _reserve(self, request: LLMRequest) -> int:
+        """Tokens to reserve: the prompt estimate scaled by what the provider has reported."""
+        ratio = self._ratios.get(request.body.get("model"))
+        prompt = request.prompt_tokens if ratio is None else round(request.prompt_tokens * ratio)
+        return prompt + request.max_output_tokens
+
+    def _learn(self, request: LLMRequest, reported_prompt: int) -> None:
+        """Track reported/estimated prompt tokens per model (our tokenizer is an estimate)."""
+        if request.prompt_tokens <= 0:
+            return
+        model = request.body.get("model")
+        est, rep = self._sums.get(model, (0, 0))
+        est, rep = est + request.prompt_tokens, rep + reported_prompt
+        self._sums[model] = (est, rep)
+        if est >= 200:  # enough evidence to trust the ratio
+            self._ratios[model] = min(2.0, max(0.5, rep / est))
 
     def _backoff(self, failures: int, retry_after: float | None) -> float:
         cfg = self.config
@@ -168,7 +187,7 @@ class Client:
         attempt: Attempt | None = None
         for number in range(1, self.config.max_attempts + 1):
             try:
-                admission = await limiter.acquire(request.reserved_tokens)
+                admission = await limiter.acquire(self._reserve(request))
             except Exception as exc:  # shared limiter state unreachable: stop, never overrun
                 result.error = f"limiter unavailable: {exc}"
                 result.fatal = True
@@ -177,13 +196,17 @@ class Client:
             attempt = await transport.send(request, body_text)
             used = None
             if attempt.body is not None:
-                usage = attempt.body.get("usage") or {}
-                used = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+                # Providers count prompt + max_tokens against TPM (not the completion): correct
+                # the reservation by the real prompt size only.
+                prompt = (attempt.body.get("usage") or {}).get("prompt_tokens")
+                if prompt:
+                    used = prompt + request.max_output_tokens
+                    self._learn(request, prompt)
             limiter.record(
                 admission,
                 status_code=attempt.status_code,
                 headers=attempt.headers,
-                used_tokens=used or None,
+                used_tokens=used,
             )
             result.attempts = number
             if attempt.body is not None:

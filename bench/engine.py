@@ -1,0 +1,316 @@
+"""The engine against the provider simulator, side by side with a plain baseline, in one run.
+
+P1  Throughput at a provider's limit. The simulator enforces RPM and TPM (prompt + max_tokens),
+    latency lognormal (p50 300 ms, p95 900 ms). Each side gets a fresh simulator, an endless
+    supply of requests, 5 s of warm-up, then a measured window (default 20 s) read from the
+    simulator's own /stats: requests and counted tokens per second as a fraction of the binding
+    limit, and limit 429s per successful response.
+      lakeloom: Engine with its shared limiter learning the limits from x-ratelimit headers.
+      baseline: asyncio.Semaphore(64) over AsyncOpenAI.chat.completions.create, naive retries
+                (sleep Retry-After or 1 s, 6 attempts), the SDK's default client.
+P2  Requests/s with zero latency and no limits (simulator in another process).
+      lakeloom: Engine (cache journal, budget, progress and all; no limiter: the provider has
+                no limits) and, beside it, with the shared SQLite limiter in the loop.
+      baseline: the same Semaphore(64) loop over AsyncOpenAI; plus a raw aiohttp loop as the
+                ceiling of this machine.
+P3  Rows/s of a fully cached re-run of 1,000,000 rows, end to end: render the canonical bodies
+    from a polars frame, hash them, join the cache (a Delta table of 1 M responses), build the
+    results frame in input order.
+
+The last line is one JSON object with the figures.
+
+Usage: .venv/bin/python bench/engine.py [--window-s 20] [--p3-rows 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import polars as pl
+
+from lakeloom.core.hashing import canonical_bodies, request_keys
+from lakeloom.engine.cache import ResponseCache
+from lakeloom.engine.client import ProviderConfig
+from lakeloom.engine.limiter import UnlimitedLimiter
+from lakeloom.engine.runner import Engine
+from lakeloom.settings import Storage
+from lakeloom.sim.launch import start_subprocess
+
+RPM, TPM = 3000, 120_000  # 50 req/s; 2,000 tokens/s => 60-token requests bind on TPM (~33/s)
+MAX_TOKENS = 40
+CONCURRENCY = 64
+WARMUP_S = 5.0
+
+
+def bodies(n: int, tag: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "user", "content": f"Label the sentiment of review {tag}-{i}: fine film."}
+            ],
+            "max_tokens": MAX_TOKENS,
+        }
+        for i in range(n)
+    ]
+
+
+# -- the baseline ---------------------------------------------------------------------------
+
+
+async def baseline(base_url: str, items: list[dict[str, Any]], counter: list[int]) -> None:
+    """Semaphore loop over AsyncOpenAI with naive retries (what most scripts do)."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="sim", max_retries=0)
+    sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(body: dict[str, Any]) -> None:
+        async with sem:
+            for _ in range(6):
+                try:
+                    await client.chat.completions.create(**body)
+                    counter[0] += 1
+                    return
+                except openai.RateLimitError as exc:
+                    retry = exc.response.headers.get("retry-after")
+                    await asyncio.sleep(float(retry) if retry else 1.0)
+                except openai.APIError:
+                    await asyncio.sleep(1.0)
+
+    try:
+        await asyncio.gather(*(one(b) for b in items))
+    finally:
+        await client.close()
+
+
+async def raw_aiohttp(base_url: str, n: int) -> None:
+    """The ceiling: bare aiohttp posts, no SDK, no bookkeeping."""
+    payload = [json.dumps(b).encode() for b in bodies(n, "raw")]
+    url = base_url + "/chat/completions"
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sim"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
+        sem = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(data: bytes) -> None:
+            async with sem, session.post(url, data=data, headers=headers) as response:
+                await response.read()
+
+        await asyncio.gather(*(one(p) for p in payload))
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+class Background:
+    """Run a coroutine on its own loop in a thread; cancel it when the window is over."""
+
+    def __init__(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.task: asyncio.Task[Any] | None = None
+        self.thread = threading.Thread(target=self._run, args=(make,), daemon=True)
+        self.thread.start()
+
+    def _run(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.task = self.loop.create_task(make())
+        with contextlib.suppress(BaseException):  # cancelled at the end of the window
+            self.loop.run_until_complete(self.task)
+
+    def stop(self) -> None:
+        while self.task is None:
+            time.sleep(0.01)
+        self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(30)
+
+
+def measure_window(sim: Any, warmup_s: float, window_s: float) -> dict[str, float]:
+    time.sleep(warmup_s)
+    a = sim.stats()
+    t0 = time.monotonic()
+    time.sleep(window_s)
+    b = sim.stats()
+    dt = time.monotonic() - t0
+    served = b["served"] - a["served"]
+    tokens = b["counted_tokens"] - a["counted_tokens"]
+    rejected = b["rejected_429_limit"] - a["rejected_429_limit"]
+    use = max(served / dt / (RPM / 60), tokens / dt / (TPM / 60))
+    return {
+        "req_s": served / dt,
+        "tokens_s": tokens / dt,
+        "limit_use": use,
+        "429_per_ok": rejected / max(served, 1),
+        "served": served,
+        "rejected_429": rejected,
+    }
+
+
+def p1(window_s: float) -> dict[str, dict[str, float]]:
+    out = {}
+    latency = "lognormal:300:900"
+    with start_subprocess(rpm=RPM, tpm=TPM, latency_ms=latency, seed=1) as sim:
+        config = ProviderConfig(
+            kind="compatible",
+            base_url=sim.base_url,
+            max_concurrency=CONCURRENCY,
+            provider_key=f"bench-p1-{os.getpid()}",
+        )
+        engine = Engine(config, cache=False, ledger=False)
+        n = int(60 * (window_s + 10))
+        job = Background(lambda: engine.arun_bodies("chat.completions", bodies(n, "p1")))
+        out["lakeloom"] = measure_window(sim, WARMUP_S, window_s)
+        job.stop()
+    with start_subprocess(rpm=RPM, tpm=TPM, latency_ms=latency, seed=1) as sim:
+        counter = [0]
+        n = int(60 * (window_s + 10))
+        job = Background(lambda: baseline(sim.base_url, bodies(n, "base"), counter))
+        out["baseline"] = measure_window(sim, WARMUP_S, window_s)
+        job.stop()
+    return out
+
+
+def timed(fn: Callable[[], Any], n: int) -> float:
+    t = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - t)
+
+
+def p2(n_engine: int, n_sdk: int) -> dict[str, float]:
+    with start_subprocess() as sim:
+        url = sim.base_url
+        config = ProviderConfig(kind="compatible", base_url=url, max_concurrency=CONCURRENCY)
+        fast = Engine(config, limiter=UnlimitedLimiter(), ledger=False)
+        shared = Engine(
+            config.model_copy(update={"provider_key": f"bench-p2-{os.getpid()}"}), ledger=False
+        )
+        figures = {
+            "raw_aiohttp": timed(lambda: asyncio.run(raw_aiohttp(url, n_engine)), n_engine),
+            "sdk_baseline": timed(
+                lambda: asyncio.run(baseline(url, bodies(n_sdk, "b2"), [0])), n_sdk
+            ),
+            "lakeloom": timed(
+                lambda: fast.run_bodies("chat.completions", bodies(n_engine, "e2")), n_engine
+            ),
+            "lakeloom_shared_limiter": timed(
+                lambda: shared.run_bodies("chat.completions", bodies(n_engine, "s2")), n_engine
+            ),
+        }
+        assert sim.stats()["served"] == 3 * n_engine + n_sdk
+    return figures
+
+
+def p3(rows: int) -> dict[str, float]:
+    storage = Storage.from_env()
+    df = pl.DataFrame(
+        {"text": [f"review {i}: the film was fine, the ending weak" for i in range(rows)]}
+    )
+    template = {
+        "model": "gpt-4o-mini",
+        "max_tokens": MAX_TOKENS,
+        "messages": [{"role": "user", "content": pl.format("Label: {}", pl.col("text"))}],
+    }
+    t = time.perf_counter()
+    keys = request_keys("chat.completions", canonical_bodies(df, template))
+    answer = pl.format(
+        '{{"id":"c{}","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,'
+        '"message":{{"role":"assistant","content":"label {}"}},"finish_reason":"stop"}}],'
+        '"usage":{{"prompt_tokens":18,"completion_tokens":3,"total_tokens":21}}}}',
+        pl.col("i"),
+        pl.col("i"),
+    )
+    seed = (
+        pl.DataFrame({"request_hash": keys})
+        .with_row_index("i")
+        .with_columns(
+            model=pl.lit("gpt-4o-mini"),
+            endpoint=pl.lit("chat.completions"),
+            response=answer,
+            input_tokens=pl.lit(18),
+            output_tokens=pl.lit(3),
+        )
+        .drop("i")
+    )
+    added = ResponseCache(storage).put(seed)
+    seed_s = time.perf_counter() - t
+    engine = Engine(
+        ProviderConfig(kind="compatible", base_url="http://127.0.0.1:9/v1"),
+        limiter=UnlimitedLimiter(),
+        storage=storage,
+    )
+    rates = []
+    for _ in range(2):
+        t = time.perf_counter()
+        run = engine.run_bodies("chat.completions", canonical_bodies(df, template))
+        rates.append(rows / (time.perf_counter() - t))
+        assert run.stats.cache_hits == rows and run.results.height == rows
+    return {"rows_s": max(rates), "first_rows_s": rates[0], "seeded": added, "seed_s": seed_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--window-s", type=float, default=20.0)
+    parser.add_argument("--p2-requests", type=int, default=10_000)
+    parser.add_argument("--p2-sdk-requests", type=int, default=1_500)
+    parser.add_argument("--p3-rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    home = tempfile.mkdtemp(prefix="lakeloom-bench-")
+    os.environ["LAKELOOM_HOME"] = home
+    os.environ["LAKELOOM_STORAGE_ROOT"] = str(Path(home) / "delta")
+    started = time.perf_counter()
+
+    print(
+        f"P1: limits {RPM} rpm / {TPM:,} tpm, {MAX_TOKENS} max_tokens, "
+        f"{args.window_s:.0f} s window after {WARMUP_S:.0f} s warm-up",
+        flush=True,
+    )
+    one = p1(args.window_s)
+    for side in ("lakeloom", "baseline"):
+        f = one[side]
+        print(
+            f"  {side:9s} {f['req_s']:6.1f} req/s {f['tokens_s']:7.0f} tok/s  "
+            f"limit use {f['limit_use']:6.1%}  429s/ok {f['429_per_ok']:.4f} "
+            f"({f['rejected_429']} of {f['served']})",
+            flush=True,
+        )
+
+    two = p2(args.p2_requests, args.p2_sdk_requests)
+    print("P2: zero latency, no limits (req/s)", flush=True)
+    for name, value in two.items():
+        print(f"  {name:24s} {value:8.0f}", flush=True)
+
+    three = p3(args.p3_rows)
+    print(
+        f"P3: fully cached re-run of {args.p3_rows:,} rows: {three['rows_s']:,.0f} rows/s "
+        f"(first pass {three['first_rows_s']:,.0f}; cache seeded in {three['seed_s']:.1f} s)",
+        flush=True,
+    )
+    print(f"total {time.perf_counter() - started:.0f} s", flush=True)
+    figures = {
+        "p1_limit_use": round(one["lakeloom"]["limit_use"], 4),
+        "p1_429_per_ok": round(one["lakeloom"]["429_per_ok"], 5),
+        "p1_vs_baseline": round(one["lakeloom"]["req_s"] / max(one["baseline"]["req_s"], 1e-9), 3),
+        "p1_baseline_limit_use": round(one["baseline"]["limit_use"], 4),
+        "p1_baseline_429_per_ok": round(one["baseline"]["429_per_ok"], 5),
+        "p2_req_s": round(two["lakeloom"], 1),
+        "p2_vs_raw": round(two["lakeloom"] / two["sdk_baseline"], 3),
+        "p2_baseline_req_s": round(two["sdk_baseline"], 1),
+        "p2_shared_limiter_req_s": round(two["lakeloom_shared_limiter"], 1),
+        "p2_aiohttp_ceiling_req_s": round(two["raw_aiohttp"], 1),
+        "p3_rows_s": round(three["rows_s"], 0),
+    }
+    sys.stdout.write(json.dumps(figures) + "\n")
+
+
+if __name__ == "__main__":
+    main()
