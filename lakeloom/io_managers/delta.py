@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import DeltaError, TableNotFoundError
 from pydantic import Field, PrivateAttr
 
 from lakeloom.catalog import view_name
@@ -93,7 +93,6 @@ class DeltaIOManager(dg.ConfigurableIOManager):
             keys = tuple(sorted(str(k) for k in context.asset_partition_keys))
             df = with_partition_columns(df, dims, keys, asset)
             selection = Selection(dims, column_dtypes(dims, df.schema), keys)
-            check_rows_in(df, selection, asset)
         run_id, step = _step_identity(context)
         lineage = CommitLineage(
             asset_key=tuple(context.asset_key.path),
@@ -103,16 +102,23 @@ class DeltaIOManager(dg.ConfigurableIOManager):
             upstream=tuple(self._loaded.get((run_id, step), ())),
         )
         predicate = selection.sql() if selection else None
-        version = write_table(
-            df,
-            uri,
-            mode="overwrite",
-            predicate=predicate,
-            partition_by=_physical_columns(dims, selection) if selection else None,
-            storage_options=storage.storage_options,
-            schema_mode="merge" if selection else "overwrite",
-            commit_metadata=lineage.to_commit_metadata(),
-        )
+        try:
+            version = write_table(
+                df,
+                uri,
+                mode="overwrite",
+                predicate=predicate,
+                partition_by=_physical_columns(dims, selection) if selection else None,
+                storage_options=storage.storage_options,
+                schema_mode="merge" if selection else "overwrite",
+                commit_metadata=lineage.to_commit_metadata(),
+            )
+        except DeltaError as exc:
+            # delta-rs refuses rows outside the predicate before committing, with an opaque
+            # message; explain which rows (the happy path skips this extra pass over the frame)
+            if selection is not None:
+                check_rows_in(df, selection, asset, cause=exc)
+            raise
         context.add_output_metadata(
             _output_metadata(df, uri, version, storage, predicate, lineage, partitioned=bool(dims))
         )

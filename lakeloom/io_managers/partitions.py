@@ -250,7 +250,9 @@ def with_partition_columns(
     )
 
 
-def check_rows_in(df: pl.DataFrame, selection: Selection, asset: str) -> None:
+def check_rows_in(
+    df: pl.DataFrame, selection: Selection, asset: str, cause: BaseException | None = None
+) -> None:
     """Refuse rows outside the run's partitions: they would survive no overwrite and duplicate."""
     outside = df.filter(~selection.expr().fill_null(False))
     if outside.height:
@@ -259,4 +261,4 @@ def check_rows_in(df: pl.DataFrame, selection: Selection, asset: str) -> None:
             f"asset {asset}: {outside.height} row(s) have partition values outside this run's "
             f"partitions {list(selection.keys)[:5]}{'...' if len(selection.keys) > 5 else ''} "
             f"(columns {selection.columns}, e.g. {sample})"
-        )
+        ) from cause
