@@ -24,7 +24,7 @@ NONE = -1.0  # "no value" in feedback fields (numbers only: the Lua port takes f
 class Tuning:
     """Knobs of the limiter (defaults aim at >= 95 % of a limit with almost no 429s)."""
 
-    safety: float = 0.97  # aim at this fraction of the limit
+    safety: float = 0.985  # aim at this fraction of the limit
     burst_s: float = 0.25  # local bucket: seconds of refill ...
     burst_share: float = 0.5  # ... and at most this share of the provider's bucket
     horizon_s: float = 0.05  # reserve slots at most this far ahead (re-read state after)
@@ -33,7 +33,8 @@ class Tuning:
     drain_share: float = 0.5  # ... i.e. reports less than this share of its size left
     drain_every_s: float = 0.5  # at most one drain cut this often, and only if still falling
     drain_cooldown_s: float = 2.0  # ... or still low after this long
-    recovery_per_s: float = 0.05  # additive recovery of the multiplier per second
+    recovery_per_s: float = 0.05  # additive recovery of the multiplier per second ...
+    recovery_fast_per_s: float = 0.5  # ... while the provider reports a comfortable bucket
     min_multiplier: float = 0.1
     default_pause_s: float = 1.0  # pause after a limit 429 that names no Retry-After
     max_pause_s: float = 60.0  # never pause longer than this on one 429
@@ -55,7 +56,8 @@ class State:
     tt: float = 0.0  # tokens bucket full again at
     pu: float = 0.0  # paused until
     m: float = 1.0  # rate multiplier right after the last cut
-    mc: float = 0.0  # time of the last cut (0 = never)
+    mc: float = 0.0  # time of the last cut (0 = never): 429s of requests granted before it
+    ma: float = 0.0  # time ``m`` was last set (recovery counts from there)
     lv: float = 1.0  # provider fullness (vs. the drain threshold) at the last drain cut
 
     def as_row(self) -> tuple[float, ...]:
@@ -108,9 +110,9 @@ class Decision:
 
 
 def _multiplier(s: State, now: float, tu: Tuning) -> float:
-    if s.mc <= 0:
+    if s.ma <= 0:
         return 1.0
-    return min(1.0, s.m + tu.recovery_per_s * (now - s.mc))
+    return min(1.0, s.m + tu.recovery_per_s * (now - s.ma))
 
 
 def _sync(tat: float, at: float, rem: float, bucket: float, rate: float) -> float:
@@ -141,7 +143,7 @@ def decide(
     mult = _multiplier(s, now, tu)
     if fb.cut_at != NONE and fb.cut_at >= s.mc:
         s.m = mult = max(tu.min_multiplier, mult * tu.backoff)
-        s.mc = now
+        s.mc = s.ma = now
     if fb.pause_until != NONE:
         s.pu = max(s.pu, min(fb.pause_until, now + tu.max_pause_s))
     # clock jumps or a corrupt row must not freeze a provider for long
@@ -180,13 +182,16 @@ def decide(
         pass  # no report this time: nothing to judge
     elif fill >= 1.0:
         s.lv = 1.0
+        if s.ma > 0 and fill_at >= s.mc and mult < 1.0:  # room to spare: recover fast
+            s.m = out.multiplier = min(1.0, s.m + tu.recovery_fast_per_s * (now - s.ma))
+            s.ma = now
     elif (
         fill_at >= s.mc
         and now - s.mc >= tu.drain_every_s
         and (fill < s.lv - 0.1 or now - s.mc >= tu.drain_cooldown_s)
     ):
         s.m = out.multiplier = max(tu.min_multiplier, mult * tu.sync_backoff)
-        s.mc = now
+        s.mc = s.ma = now
         s.lv = fill
     for cost in costs:
         t = max(now, s.pu)

@@ -23,12 +23,12 @@ TTL_MS = 24 * 3600 * 1000  # forget a provider's state after a day without traff
 LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local names = {'lr','lt','cr','ct','tr','tt','pu','m','mc','lv'}
+local names = {'lr','lt','cr','ct','tr','tt','pu','m','mc','ma','lv'}
 local raw = redis.call('HMGET', KEYS[1], unpack(names))
 local s = {}
 for i, name in ipairs(names) do s[name] = tonumber(raw[i]) or 0 end
 if raw[8] == false then s.m = 1 end
-if raw[10] == false then s.lv = 1 end
+if raw[11] == false then s.lv = 1 end
 local n = tonumber(ARGV[1])
 local costs = {}
 for i = 1, n do costs[i] = tonumber(ARGV[1 + i]) end
@@ -38,9 +38,10 @@ local safety, burst_s, burst_share, horizon = tonumber(ARGV[a+1]), tonumber(ARGV
 local backoff, sync_backoff = tonumber(ARGV[a+5]), tonumber(ARGV[a+6])
 local drain_share, drain_every = tonumber(ARGV[a+7]), tonumber(ARGV[a+8])
 local drain_cooldown = tonumber(ARGV[a+9])
-local recovery, min_mult = tonumber(ARGV[a+10]), tonumber(ARGV[a+11])
-local max_pause = tonumber(ARGV[a+13])
-a = a + 13
+local recovery, recovery_fast = tonumber(ARGV[a+10]), tonumber(ARGV[a+11])
+local min_mult = tonumber(ARGV[a+12])
+local max_pause = tonumber(ARGV[a+14])
+a = a + 14
 local fb_lr, fb_lt, fb_cr, fb_ct = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]),
   tonumber(ARGV[a+4])
 local sr_at, sr_rem, st_at, st_rem = tonumber(ARGV[a+5]), tonumber(ARGV[a+6]), tonumber(ARGV[a+7]),
@@ -54,11 +55,12 @@ if fb_lt > 0 then s.lt = fb_lt end
 if fb_cr > 0 then s.cr = fb_cr end
 if fb_ct > 0 then s.ct = fb_ct end
 local mult = 1
-if s.mc > 0 then mult = math.min(1, s.m + recovery * (now - s.mc)) end
+if s.ma > 0 then mult = math.min(1, s.m + recovery * (now - s.ma)) end
 if cut_at ~= NONE and cut_at >= s.mc then
   mult = math.max(min_mult, mult * backoff)
   s.m = mult
   s.mc = now
+  s.ma = now
 end
 if pause_until ~= NONE then s.pu = math.max(s.pu, math.min(pause_until, now + max_pause)) end
 s.tr = math.min(s.tr, now + 600)
@@ -103,11 +105,17 @@ end
 if fill_at ~= NONE then
   if fill >= 1 then
     s.lv = 1
+    if s.ma > 0 and fill_at >= s.mc and mult < 1 then
+      mult = math.min(1, s.m + recovery_fast * (now - s.ma))
+      s.m = mult
+      s.ma = now
+    end
   elseif fill_at >= s.mc and now - s.mc >= drain_every
       and (fill < s.lv - 0.1 or now - s.mc >= drain_cooldown) then
     mult = math.max(min_mult, mult * sync_backoff)
     s.m = mult
     s.mc = now
+    s.ma = now
     s.lv = fill
   end
 end
@@ -137,7 +145,7 @@ local limited = (limit_r > 0 or limit_t > 0) and 1 or 0
 return {string.format('%.6f', now), string.format('%.6f', retry_in), limited,
   string.format('%.6f', s.pu), string.format('%.6f', mult), waits}
 """
-assert tuple(STATE_FIELDS) == ("lr", "lt", "cr", "ct", "tr", "tt", "pu", "m", "mc", "lv")
+assert tuple(STATE_FIELDS) == ("lr", "lt", "cr", "ct", "tr", "tt", "pu", "m", "mc", "ma", "lv")
 
 
 class RedisStore:

@@ -52,6 +52,8 @@ class SharedLimiter(RateLimiter):
         tpm: float | None = None,
         tuning: Tuning | None = None,
         refresh_s: float = 1.0,
+        probe: int = 4,
+        probe_wait_s: float = 2.0,
     ) -> None:
         for name, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and not value > 0:
@@ -62,11 +64,15 @@ class SharedLimiter(RateLimiter):
         self.tpm = tpm
         self.tuning = tuning or Tuning()
         self.refresh_s = refresh_s
+        self.probe_wait_s = probe_wait_s
+        self._probe_left = probe
+        self._seen = False  # some response was recorded (the probe is over)
         self.limit_429s = 0  # 429s that came from the provider's limits
         self._fb = Feedback()
         self._urgent = False  # feedback that should reach the store before the next admission
         self._limited = bool(rpm or tpm)
         self._known = (0.0, 0.0)  # limits learned from headers (rpm, tpm)
+        self._caps = [0.0, 0.0]  # largest provider bucket sizes seen (requests, tokens)
         self._offset = time.time() - time.monotonic()  # store clock minus monotonic clock
         self._pause_until = 0.0  # monotonic
         self._refresh_at = 0.0  # monotonic
@@ -77,6 +83,8 @@ class SharedLimiter(RateLimiter):
     # -- admission ------------------------------------------------------------------------------
     async def acquire(self, reserved_tokens: int) -> Admission:
         """Wait for a paced slot in both buckets (returns at once while no limit is known)."""
+        if not self._seen and not self._limited:
+            await self._probe()
         now = time.monotonic()
         if not (self._limited or self._urgent) and self._pause_until <= now < self._refresh_at:
             return Admission(reserved_tokens, now)
@@ -98,6 +106,21 @@ class SharedLimiter(RateLimiter):
                 return Admission(reserved_tokens, now)
             # a 429 paused the provider while this request slept: wait it out, queue again
             await asyncio.sleep(self._pause_until - now)
+
+    async def _probe(self) -> None:
+        """Before the first answer, with no limit known, let only a few requests out.
+
+        The first response's headers usually tell the limits; a blind first wave of the whole
+        concurrency would meet 429s (which the provider may count) and start us throttled.
+        Costs one round trip at start; a provider that sends no limit headers is then free.
+        """
+        if self._probe_left > 0:
+            self._probe_left -= 1
+            return
+        deadline = time.monotonic() + self.probe_wait_s
+        while not (self._seen or self._limited) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self._seen = True
 
     def _loop_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -143,6 +166,7 @@ class SharedLimiter(RateLimiter):
         """
         if status_code is None:
             return
+        self._seen = True
         if type(headers) is dict:  # plain dicts (tests): make lookups case-insensitive
             headers = {k.lower(): v for k, v in headers.items()}
         fb = self._fb
@@ -170,37 +194,32 @@ class SharedLimiter(RateLimiter):
 
     def _learn(self, reqs: BucketReport | None, toks: BucketReport | None, grant: float) -> None:
         fb = self._fb
-        known_r, known_t = self._known
-        if reqs is not None and reqs.limit:
-            if reqs.limit != known_r:
-                known_r = reqs.limit
+        known = list(self._known)
+        for i, (report, kind) in enumerate(((reqs, "r"), (toks, "t"))):
+            if report is None or not report.limit:
+                continue
+            if report.limit != known[i]:
+                known[i] = report.limit
                 self._urgent = True
-            fb.lr = reqs.limit
-            cap = reqs.capacity
+            setattr(fb, f"l{kind}", report.limit)
+            cap = report.capacity
             if cap:
-                fb.cr = cap
-            if reqs.remaining is not None and (
-                fb.sync_r_at == NONE
-                or grant - reqs.remaining * 60 / reqs.limit
-                > fb.sync_r_at - fb.sync_r_rem * 60 / reqs.limit
-            ):
-                fb.sync_r_at, fb.sync_r_rem = grant, reqs.remaining
-        if toks is not None and toks.limit:
-            if toks.limit != known_t:
-                known_t = toks.limit
-                self._urgent = True
-            fb.lt = toks.limit
-            cap = toks.capacity
-            if cap:
-                fb.ct = cap
-            if toks.remaining is not None and (
-                fb.sync_t_at == NONE
-                or grant - toks.remaining * 60 / toks.limit
-                > fb.sync_t_at - fb.sync_t_rem * 60 / toks.limit
-            ):
-                fb.sync_t_at, fb.sync_t_rem = grant, toks.remaining
-        if (known_r, known_t) != self._known:
-            self._known = (known_r, known_t)
+                setattr(fb, f"c{kind}", cap)
+                self._caps[i] = max(self._caps[i], cap)
+            rem = report.remaining
+            if rem is None:
+                continue
+            if report.reset_s is not None and self._caps[i]:
+                # "remaining" stops at 0, but a provider that counts rejected requests goes
+                # into debt: the reset time tells how deep (full bucket minus refill ahead)
+                rem = min(rem, self._caps[i] - report.reset_s * report.limit / 60.0)
+            at, old = getattr(fb, f"sync_{kind}_at"), getattr(fb, f"sync_{kind}_rem")
+            per_s = report.limit / 60.0
+            if at == NONE or grant - rem / per_s > at - old / per_s:
+                setattr(fb, f"sync_{kind}_at", grant)
+                setattr(fb, f"sync_{kind}_rem", rem)
+        if tuple(known) != self._known:
+            self._known = (known[0], known[1])
             self._limited = True
 
     def close(self) -> None:

@@ -83,6 +83,18 @@ _UPSERT = (
 )
 
 
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Upgrade a state file written by an older lakeloom (new fields get their defaults)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(limiter_state)")}
+    defaults = State()
+    for name in STATE_FIELDS:
+        if name not in have:
+            conn.execute(
+                f"ALTER TABLE limiter_state ADD COLUMN {name} REAL NOT NULL "
+                f"DEFAULT {float(getattr(defaults, name))!r}"
+            )
+
+
 class SQLiteStore:
     """State in one SQLite file, one row per provider key, shared by every local process."""
 
@@ -94,6 +106,7 @@ class SQLiteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
             conn.execute(_SCHEMA)
+            _add_missing_columns(conn)
         except (OSError, sqlite3.Error) as exc:
             raise LimiterUnavailable(f"cannot open limiter state {self.path}: {exc}") from exc
 

@@ -61,10 +61,29 @@ def test_unknown_limits_cost_no_store_round_trip():
     limiter = SharedLimiter("free", store)
 
     async def burst():
-        return [await limiter.acquire(100) for _ in range(2000)]
+        first = await limiter.acquire(100)
+        limiter.record(first, status_code=200, headers={}, used_tokens=10)  # no limit headers
+        t0 = time.perf_counter()
+        admitted = [await limiter.acquire(100) for _ in range(2000)]
+        return admitted, time.perf_counter() - t0
 
-    assert len(asyncio.run(burst())) == 2000
-    assert store.calls <= 1  # one refresh at most
+    admitted, elapsed = asyncio.run(burst())
+    assert len(admitted) == 2000 and elapsed < 0.2
+    assert store.calls <= 2  # the first look and one refresh at most
+
+
+def test_probe_before_the_first_answer_when_limits_are_unknown():
+    limiter = SharedLimiter("probe", MemoryStore(), probe=3, probe_wait_s=5.0)
+
+    async def run():
+        early = [await limiter.acquire(1) for _ in range(3)]  # the probe goes at once
+        waiting = asyncio.ensure_future(limiter.acquire(1))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # the rest waits for an answer ...
+        limiter.record(early[0], status_code=200, headers={}, used_tokens=None)
+        await asyncio.wait_for(waiting, 1.0)  # ... and goes once one arrived
+
+    asyncio.run(run())
 
 
 def test_learns_limits_from_headers_and_starts_pacing():
@@ -187,3 +206,18 @@ def test_counted_tokens_refund_an_overestimate():
 
     assert asyncio.run(run(None)) <= 7  # bucket 250 + 970/s, at 200 a request
     assert asyncio.run(run(100)) >= 11  # at the 100 the provider really counted
+
+
+def test_sqlite_file_from_an_older_schema_is_upgraded(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE limiter_state (key TEXT PRIMARY KEY, lr REAL NOT NULL)")
+        conn.execute("INSERT INTO limiter_state VALUES ('k', 600)")
+    store = SQLiteStore(path)
+    state = store.read("k")
+    assert state.lr == 600 and state.m == 1.0 and state.lv == 1.0
+    limiter = SharedLimiter("k", store)
+    asyncio.run(limiter.acquire(1))  # learned 600 rpm from the old row: paced, no error
+    assert limiter._limited
