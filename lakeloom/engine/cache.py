@@ -16,7 +16,6 @@ removes files older than the retention window, so concurrent readers stay safe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -369,16 +368,26 @@ class ResponseCache:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def flush_loop(self, stop: asyncio.Event) -> None:
-        """Flush in a worker thread every ``flush_interval_s`` or ``flush_every`` responses."""
+        """Flush in a worker thread every ``flush_interval_s`` or ``flush_every`` responses.
+
+        Returns as soon as ``stop`` is set (the caller flushes what is left).
+        """
         due = self._flush_due = asyncio.Event()
+        stopped = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(due.wait(), timeout=self.flush_interval_s)
+                woken = asyncio.ensure_future(due.wait())
+                await asyncio.wait(
+                    {woken, stopped},
+                    timeout=self.flush_interval_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                woken.cancel()
                 due.clear()
-                if self._pending:
+                if self._pending and not stop.is_set():
                     await asyncio.to_thread(self.flush)
         finally:
+            stopped.cancel()
             self._flush_due = None
 
     def file_count(self) -> int:

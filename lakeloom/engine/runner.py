@@ -234,7 +234,13 @@ class Engine:
             interval_s=self.progress_interval_s,
             cache_hits=hits,
         )
-        sent = await self._send(endpoint, planned, budget, tracker)
+        try:
+            sent = await self._send(endpoint, planned, budget, tracker)
+        except BaseException:  # cancelled or interrupted: commit what was paid, then re-raise
+            if self.cache is not None:
+                with contextlib.suppress(Exception):
+                    self.cache.flush()
+            raise
         tracker.emit(final=True)
         if self.cache is not None:
             await asyncio.to_thread(_finish_cache, self.cache)

@@ -6,6 +6,7 @@ Usage: ``python -m tests.engine.engine_worker BASE_URL --n 300 --concurrency 4``
 
 import argparse
 import json
+import time
 
 from lakeloom.engine.cache import ResponseCache
 from lakeloom.engine.client import ProviderConfig
@@ -21,15 +22,28 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--flush-interval-s", type=float, default=60.0)
+    parser.add_argument("--limiter-url", help="share a limiter (default: none)")
+    parser.add_argument("--rpm", type=int)
+    parser.add_argument("--tag", default="row")
+    parser.add_argument("--start-at", type=float, default=0.0, help="epoch seconds to start")
     args = parser.parse_args()
     storage = Storage.from_env()
     cache = ResponseCache(storage, flush_interval_s=args.flush_interval_s)
     config = ProviderConfig(
-        kind="compatible", base_url=args.base_url, max_concurrency=args.concurrency
+        kind="compatible",
+        base_url=args.base_url,
+        max_concurrency=args.concurrency,
+        rpm=args.rpm,
+        provider_key="sim:shared",
     )
-    engine = Engine(config, limiter=UnlimitedLimiter(), storage=storage, cache=cache)
-    run = engine.run_bodies("chat.completions", chat_bodies(args.n))
-    print(json.dumps(run.stats.as_metadata()))
+    limiter = None if args.limiter_url else UnlimitedLimiter()
+    engine = Engine(
+        config, limiter=limiter, limiter_url=args.limiter_url, storage=storage, cache=cache
+    )
+    time.sleep(max(0.0, args.start_at - time.time()))
+    started = time.monotonic()
+    run = engine.run_bodies("chat.completions", chat_bodies(args.n, tag=args.tag))
+    print(json.dumps({**run.stats.as_metadata(), "wall_s": time.monotonic() - started}))
 
 
 if __name__ == "__main__":

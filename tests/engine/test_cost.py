@@ -56,3 +56,53 @@ def test_budget_guard_counts_in_flight_reservations():
     assert guard.committed_usd == pytest.approx(0.1) and guard.reserved_usd == pytest.approx(0.4)
     unlimited = BudgetGuard(None)
     assert all(unlimited.try_reserve(1e9) for _ in range(3))
+
+
+def test_cost_cli_reports_the_ledger(storage, capsys):
+    from lakeloom.cli import main
+    from lakeloom.engine.ledger import CostLedger
+
+    assert main(["cost"]) == 0
+    assert "no spend recorded yet" in capsys.readouterr().out
+    rows = [
+        {
+            "run_id": "r1",
+            "asset": "labels",
+            "partition": "2026-11-01",
+            "model": "gpt-4o-mini",
+            "requests": 10,
+            "cache_hits": 4,
+            "input_tokens": 1000,
+            "output_tokens": 100,
+            "cost_usd": 0.25,
+        },
+        {
+            "run_id": "r2",
+            "asset": "labels",
+            "partition": "2026-11-02",
+            "model": "gpt-4o-mini",
+            "requests": 5,
+            "cache_hits": 0,
+            "input_tokens": 500,
+            "output_tokens": 50,
+            "cost_usd": 0.5,
+        },
+        {
+            "run_id": "r2",
+            "asset": "embeddings",
+            "partition": "2026-11-02",
+            "model": "text-embedding-3-small",
+            "requests": 5,
+            "cache_hits": 5,
+            "cost_usd": 0.0,
+        },
+    ]
+    CostLedger(storage).append(rows)
+    assert main(["cost", "--by", "asset", "--json"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out[0] == {**out[0], "asset": "labels", "runs": 2, "requests": 15, "cost_usd": 0.75}
+    assert main(["cost", "--by", "partition", "--asset", "labels"]) == 0
+    text = capsys.readouterr().out
+    assert "2026-11-02" in text and "total: $0.750000" in text
+    assert main(["cost", "--prices"]) == 0
+    assert "gpt-4o-mini" in capsys.readouterr().out
