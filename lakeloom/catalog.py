@@ -9,9 +9,10 @@ catalog registers them, so they read the latest committed version (or the versio
 How a view reads its table (DuckDB 2.0.1 has no offline ``delta`` extension): for local tables,
 DuckDB's own Parquet reader over the exact file list of the Delta snapshot (``file_uris()``, never
 a glob), with partition values decoded from the Hive-style paths and typed from the Delta schema.
-It measured fastest and prunes partitions (``bench/catalog.py``). The pyarrow dataset of
-``DeltaTable`` is the fallback for object stores (no ``httpfs`` offline) and empty tables; it is
-slower and cannot filter Parquet strings written as ``string_view``.
+It measured fastest and prunes partitions (``bench/catalog.py``). A polars ``scan_delta``
+LazyFrame is the fallback for object stores (no ``httpfs`` offline) and empty tables: slower, but
+it prunes too. ``DeltaTable.to_pyarrow_dataset()`` is not used: DuckDB's string filters fail on
+files whose strings were written as ``string_view``.
 """
 
 from __future__ import annotations
@@ -23,22 +24,19 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import duckdb
+import polars as pl
 from deltalake import DeltaTable
 
 from lakeloom.delta import quote_ident
 from lakeloom.settings import Storage, data_dir
 
-if TYPE_CHECKING:
-    import pyarrow.dataset
-
 DEFAULT_DATABASE = "catalog.duckdb"
 VIEW_COMMENT = "lakeloom view of "
 DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
-_OPEN_WITH_DATASETS: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+_OPEN_WITH_SCANS: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
 _PRIMITIVES = {
     "string": "VARCHAR",
     "long": "BIGINT",
@@ -130,7 +128,7 @@ class Catalog:
         scan = parquet_scan_sql(delta, local=self.storage.is_local, storage_options=options)
         if scan is None:
             _drop_view(con, table.name)
-            register_dataset(con, table.name, delta)
+            register_frame(con, table.name, table.uri, delta.version(), options)
             return
         if _is_registered(con, table.name):
             con.unregister(table.name)
@@ -141,41 +139,29 @@ class Catalog:
             con.execute(f"COMMENT ON VIEW {quote_ident(table.name)} IS '{comment}'")
 
 
-def register_dataset(con: duckdb.DuckDBPyConnection, name: str, delta: DeltaTable) -> None:
-    """Register a snapshot's pyarrow dataset on ``con`` and close ``con`` at interpreter exit.
+def register_frame(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    uri: str,
+    version: int,
+    storage_options: dict[str, str] | None = None,
+) -> None:
+    """Register a snapshot as a polars ``scan_delta`` LazyFrame (the object-store path).
 
-    A DuckDB connection still holding a queried pyarrow dataset when Python exits aborts the
-    process about one time in three (``terminate called without an active exception``, measured
-    with duckdb 2.0.1 + pyarrow 26); closing it first avoids that.
+    DuckDB pushes projections and filters into the scan, so partitions are still pruned; unlike
+    ``DeltaTable.to_pyarrow_dataset()``, string filters also work on files whose strings were
+    written as ``string_view`` (polars' Arrow stream). The connection is closed at interpreter
+    exit: one holding a queried Arrow scan when Python exits can abort the process.
     """
-    con.register(name, arrow_dataset(delta))
-    _OPEN_WITH_DATASETS.add(con)
+    con.register(name, pl.scan_delta(uri, version=version, storage_options=storage_options or None))
+    _OPEN_WITH_SCANS.add(con)
 
 
 @atexit.register
-def _close_connections_with_datasets() -> None:
-    for con in list(_OPEN_WITH_DATASETS):
+def _close_connections_with_scans() -> None:
+    for con in list(_OPEN_WITH_SCANS):
         with contextlib.suppress(Exception):
             con.close()
-
-
-def arrow_dataset(delta: DeltaTable) -> pyarrow.dataset.Dataset:
-    """Return the snapshot as a pyarrow dataset whose strings read as ``string_view``.
-
-    Files hold strings as ``large_string`` or ``string_view`` depending on the writer; a view
-    schema reads both, where the default schema fails DuckDB's pushed-down string filters on
-    ``string_view`` files (``no kernel matching input types (string, string_view)``).
-    """
-    import pyarrow as pa
-
-    base = delta.to_pyarrow_dataset().schema
-    fields = [
-        f.with_type(pa.string_view())
-        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-        else f
-        for f in base
-    ]
-    return delta.to_pyarrow_dataset(schema=pa.schema(fields, metadata=base.metadata))
 
 
 def parquet_scan_sql(

@@ -28,7 +28,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 
-from lakeloom.catalog import DUCKDB_CONFIG, parquet_scan_sql, register_dataset
+from lakeloom.catalog import DUCKDB_CONFIG, parquet_scan_sql, register_frame
 from lakeloom.lineage import (
     Bound,
     CommitLineage,
@@ -104,7 +104,7 @@ class Ref(BaseModel):
         scan = parquet_scan_sql(delta, local=local, storage_options=options)
         if scan is None:
             name = f"lakeloom_ref_{next(_names)}"
-            register_dataset(con, name, delta)
+            register_frame(con, name, self.uri, self.version, options)
             scan = f'SELECT * FROM "{name}"'
         where = f" WHERE {bounds_sql(self.bounds)}" if self.bounds else ""
         return con.sql(f"SELECT * FROM ({scan}) AS t{where}")
