@@ -1,4 +1,4 @@
-"""Small, safe Delta Lake primitives shared by the IO manager, the cache, the ledger and the model store.
+"""Small, safe Delta Lake primitives shared by the IO manager, cache, ledger and model store.
 
 Writes go through ``write_deltalake`` with a bounded retry on ``CommitFailedError`` (two writers
 overwriting the same partition: the loser retries from a fresh snapshot instead of losing its
@@ -32,7 +32,7 @@ def quote_ident(name: str) -> str:
 
 
 def sql_literal(value: Any) -> str:
-    """Render a Python value as a SQL literal for a predicate (strings escaped, never f-string SQL)."""
+    """Render a value as a SQL literal for a predicate (strings escaped, never f-string SQL)."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):

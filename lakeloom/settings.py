@@ -51,7 +51,7 @@ class Storage(BaseModel):
 
     @classmethod
     def from_env(cls) -> Storage:
-        """Storage from ``LAKELOOM_STORAGE_ROOT``/``LAKELOOM_STORAGE_OPTIONS``, else the data folder."""
+        """Storage from LAKELOOM_STORAGE_ROOT and LAKELOOM_STORAGE_OPTIONS, else the data folder."""
         root = os.environ.get("LAKELOOM_STORAGE_ROOT") or str(data_dir() / "delta")
         options = json.loads(os.environ.get("LAKELOOM_STORAGE_OPTIONS") or "{}")
         return cls(root=root, storage_options=options)

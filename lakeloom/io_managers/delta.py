@@ -12,6 +12,7 @@ the upstream tables and versions the step read (see :mod:`lakeloom.lineage`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -120,7 +121,16 @@ class DeltaIOManager(dg.ConfigurableIOManager):
                 check_rows_in(df, selection, asset, cause=exc)
             raise
         context.add_output_metadata(
-            _output_metadata(df, uri, version, storage, predicate, lineage, partitioned=bool(dims))
+            _output_metadata(
+                df,
+                uri,
+                version,
+                storage,
+                predicate,
+                lineage,
+                partitioned=bool(dims),
+                descriptions=_declared_descriptions(context.definition_metadata),
+            )
         )
 
     # --- reads ----------------------------------------------------------------------------
@@ -260,8 +270,13 @@ def _output_metadata(
     lineage: CommitLineage,
     *,
     partitioned: bool,
+    descriptions: Mapping[str, str | None],
 ) -> dict[str, Any]:
-    """Materialization metadata: where, which version, how big, what shape, read from what."""
+    """Materialization metadata: where, which version, how big, what shape, read from what.
+
+    The column schema is the written frame's, keeping the descriptions the asset declared
+    (e.g. from Pydantic field descriptions), so the UI shows both real types and meanings.
+    """
     table = DeltaTable(uri, version=version, storage_options=storage.storage_options)
     files = pl.DataFrame(table.get_add_actions(flatten=False)).select("size_bytes", "num_records")
     metadata: dict[str, Any] = {
@@ -270,7 +285,10 @@ def _output_metadata(
         "dagster/row_count": dg.MetadataValue.int(int(files["num_records"].sum())),
         "size_bytes": dg.MetadataValue.int(int(files["size_bytes"].sum())),
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in df.schema.items()]
+            columns=[
+                dg.TableColumn(name, str(dtype), description=descriptions.get(name))
+                for name, dtype in df.schema.items()
+            ]
         ),
         "dagster/table_name": view_name(lineage.asset_key),
         "upstream": dg.MetadataValue.json([u.model_dump(mode="json") for u in lineage.upstream]),
@@ -279,3 +297,12 @@ def _output_metadata(
         metadata["dagster/partition_row_count"] = dg.MetadataValue.int(df.height)
         metadata["partition_predicate"] = dg.MetadataValue.text(predicate or "")
     return metadata
+
+
+def _declared_descriptions(metadata: Mapping[str, Any] | None) -> dict[str, str | None]:
+    """Column descriptions from the asset's declared ``dagster/column_schema``, by name."""
+    schema = (metadata or {}).get("dagster/column_schema")
+    schema = getattr(schema, "schema", schema)  # TableSchemaMetadataValue wraps a TableSchema
+    if not isinstance(schema, dg.TableSchema):
+        return {}
+    return {c.name: c.description for c in schema.columns}

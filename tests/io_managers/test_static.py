@@ -172,3 +172,18 @@ def test_an_empty_partition_dagster_materialized_is_not_missing(run, io_manager)
     assert result.success and read(io_manager, "doubled").height == 0
     with pytest.raises(MissingUpstreamError, match=r"\['b'\]"):  # never materialized
         run([empty_source, doubled], selection=[doubled], partition_key="b", instance=instance)
+
+
+def test_column_schema_keeps_declared_descriptions(run):
+    declared = dg.TableSchema(
+        columns=[dg.TableColumn("id", "int", description="row key"), dg.TableColumn("x", "int")]
+    )
+
+    @dg.asset(metadata={"dagster/column_schema": declared})
+    def described() -> pl.DataFrame:
+        return pl.DataFrame({"id": [1, 2], "x": [3, 4], "extra": ["a", "b"]})
+
+    meta = mat_metadata(run([described]), "described")
+    schema = meta["dagster/column_schema"].schema
+    columns = {c.name: (c.type, c.description) for c in schema.columns}
+    assert columns == {"id": ("Int64", "row key"), "x": ("Int64", None), "extra": ("String", None)}
