@@ -105,7 +105,7 @@ class ResponseCache:
         storage: Storage | None = None,
         *,
         table: str = "cache",
-        flush_every: int = 1000,
+        flush_every: int = 5000,
         flush_interval_s: float = 2.0,
         compact_min_files: int = 64,
     ) -> None:

@@ -123,46 +123,49 @@ def plan(
     provider: ProviderConfig,
     prices: PriceTable,
     given: Mapping[str, LLMRequest] | None = None,
+    parsed: Sequence[Mapping[str, Any]] | None = None,
 ) -> Planned:
     """Parse, price and count the cache misses (a request frame); raise on bad input.
 
     ``given`` holds ready-made requests by key: their bodies are not re-parsed and their
-    ``prompt_tokens`` (when > 0) are trusted.
+    ``prompt_tokens`` (when > 0) are trusted. ``parsed`` holds the input bodies as dicts by
+    row, when the caller had them (no JSON round trip).
     """
     planned = Planned()
-    bodies: list[dict[str, Any]] = []
+    bodies: list[Mapping[str, Any]] = []
     known_tokens: list[int] = []
+    max_out: list[int] = []
+    keys: list[str] = []
     unknown: dict[str, list[int]] = {}
+    price_of: dict[str, ModelPrice | None] = {}
     columns = misses.select("row", "key", "cache_key", "body")
     for row, key, ckey, text in columns.iter_rows():
         ready = given.get(key) if given else None
         try:
-            body = ready.body if ready is not None else json.loads(text)
+            if ready is not None:
+                body = ready.body
+            else:
+                body = parsed[row] if parsed is not None else json.loads(text)
         except ValueError as exc:
             raise InvalidRequestError(f"row {row}: request body is not JSON ({exc})") from None
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             raise InvalidRequestError(f"row {row}: request body needs a string 'model'")
         model = provider.price_model or body["model"]
-        price = prices.find(model)
+        if model not in price_of:
+            price_of[model] = prices.find(model)
+        price = price_of[model]
         if price is None:
             unknown.setdefault(model, []).append(row)
             continue
         bodies.append(body)
+        keys.append(key)
         known_tokens.append(ready.prompt_tokens if ready is not None else 0)
+        max_out.append(_max_output(endpoint, body))
         planned.cache_keys.append(ckey)
         planned.rows.append(row)
         planned.texts.append(text)
         planned.models.append(model)
         planned.prices.append(price)
-        planned.requests.append(
-            LLMRequest(
-                key=key,
-                endpoint=endpoint,
-                body=body,
-                prompt_tokens=0,
-                max_output_tokens=_max_output(endpoint, body),
-            )
-        )
     if unknown:
         model, rows = next(iter(unknown.items()))
         try:
@@ -170,24 +173,23 @@ def plan(
         except ValueError as exc:
             raise type(exc)(f"{exc} ({_name_rows(rows)})") from None
     need = [i for i, t in enumerate(known_tokens) if t <= 0]
-    tokens = list(known_tokens)
+    tokens = known_tokens
     for i, count in zip(
         need, count_prompt_tokens(endpoint, [bodies[i] for i in need]), strict=True
     ):
         tokens[i] = count
     too_long: list[int] = []
     detail = ""
-    for i, (request, price) in enumerate(zip(planned.requests, planned.prices, strict=True)):
-        prompt = tokens[i]
-        request = LLMRequest(request.key, endpoint, request.body, prompt, request.max_output_tokens)
-        planned.requests[i] = request
-        worst_out = request.max_output_tokens
+    for i, price in enumerate(planned.prices):
+        prompt, out = tokens[i], max_out[i]
+        planned.requests.append(LLMRequest(keys[i], endpoint, bodies[i], prompt, out))  # type: ignore[arg-type]
+        worst_out = out
         if not worst_out and endpoint != "embeddings":
             worst_out = price.max_output or max(0, (price.context_window or prompt) - prompt)
-        if price.context_window and prompt + request.max_output_tokens > price.context_window:
+        if price.context_window and prompt + out > price.context_window:
             too_long.append(planned.rows[i])
             detail = detail or (
-                f"{prompt:,} prompt tokens + {request.max_output_tokens:,} max output tokens > "
+                f"{prompt:,} prompt tokens + {out:,} max output tokens > "
                 f"{price.context_window:,} for {planned.models[i]!r}"
             )
         planned.worst_output_tokens.append(worst_out)

@@ -176,7 +176,12 @@ class Engine:
         ``models`` (optional: the models the bodies name) limits the cache scan to them.
         """
         frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
-        outcome = await self._execute(endpoint, frame, None, context, max_cost_usd, models=models)
+        parsed = None
+        if isinstance(bodies, list | tuple) and all(isinstance(b, Mapping) for b in bodies):
+            parsed = bodies  # dicts already: no JSON round trip for the misses
+        outcome = await self._execute(
+            endpoint, frame, None, context, max_cost_usd, models=models, parsed=parsed
+        )
         results = assemble(frame, outcome.matched, outcome.hit_mask, outcome.sent)
         ok = int((results["status"] == "ok").sum())
         return EngineRun(results, self._stats(outcome, ok))
@@ -217,13 +222,21 @@ class Engine:
         max_cost_usd: float | None,
         *,
         models: Sequence[str] | None,
+        parsed: Sequence[Mapping[str, Any]] | None = None,
     ) -> _Outcome:
         started = time.perf_counter()
         context = context or RunContext()
         matched = self.match(frame, models)
         hit_mask = matched["response"].is_not_null()
         misses = self.misses(frame, hit_mask)
-        planned = plan(endpoint, misses, provider=self.provider, prices=self.prices, given=given)
+        planned = plan(
+            endpoint,
+            misses,
+            provider=self.provider,
+            prices=self.prices,
+            given=given,
+            parsed=parsed,
+        )
         if planned.requests:
             self.provider.check_api_key()
         budget = BudgetGuard(self.max_cost_usd if max_cost_usd is None else max_cost_usd)
