@@ -93,7 +93,7 @@ class LocalLLM:
 
 LOCAL_LLMS: dict[str, LocalLLM] = {
     "smollm2-135m-instruct": LocalLLM("smollm2-135m-instruct", smollm2_gguf, "chatml"),
-    "gemma3-270m": LocalLLM("gemma3-270m", gemma3_gguf),
+    "gemma3-270m": LocalLLM("gemma3-270m", gemma3_gguf, "gemma"),
 }
 DEFAULT_LLM = "smollm2-135m-instruct"
 

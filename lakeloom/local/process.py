@@ -9,6 +9,7 @@ process group, stopped with SIGTERM, then SIGKILL).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -70,18 +71,25 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 def stop_process_group(pgid: int, grace_s: float = 10.0) -> bool:
     """SIGTERM the process group ``pgid``, SIGKILL it after ``grace_s``; True if it existed.
 
-    For a group whose leader is not our child (``lakeloom local down`` from another shell):
-    init reaps it, so the group vanishes once its processes exit.
+    Works whether or not the leader is our child: init reaps orphans, `_reap` reaps ours.
     """
     if not _signal_group(pgid, signal.SIGTERM):
         return False
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
+        _reap(pgid)
         if not _signal_group(pgid, 0):
             return True
         time.sleep(0.05)
     _signal_group(pgid, signal.SIGKILL)
+    _reap(pgid)
     return True
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid`` if it is our exited child (a zombie leader keeps its group alive)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -129,6 +137,12 @@ class ManagedServer:
 
     def start(self) -> Self:
         """Start the process and block until it answers, or raise with its log tail."""
+        self.spawn()
+        self.wait_ready()
+        return self
+
+    def spawn(self) -> Self:
+        """Start the process without waiting (to boot several servers side by side)."""
         if self._proc is not None:
             raise LocalServerError(f"{self.name} is already started (pid {self._proc.pid})")
         ensure_port_free(self.host, self.port, self.name, self.port_env_var)
@@ -143,15 +157,19 @@ class ManagedServer:
             stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
             start_new_session=True,
         )
+        return self
+
+    def wait_ready(self) -> None:
+        """Block until the health URL answers 200; stop the process and raise if it never does."""
         try:
             self._wait_healthy()
         except BaseException:
             self.stop()
             raise
-        return self
 
     def _wait_healthy(self) -> None:
-        assert self._proc is not None
+        if self._proc is None:
+            raise LocalServerError(f"{self.name} was not started")
         url = self.base_url + self.health_path
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -173,6 +191,18 @@ class ManagedServer:
             return ""
         tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
         return f"\nLast lines of {self.log_path}:\n" + "\n".join(tail)
+
+    def detach(self) -> int:
+        """Forget the child (it keeps running on its own) and return its PID, for state files."""
+        if self._proc is None:
+            raise LocalServerError(f"{self.name} was not started")
+        pid = self._proc.pid
+        self._proc.returncode = 0  # silence Popen's "still running" warning on garbage collection
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return pid
 
     def is_running(self) -> bool:
         """Tell whether the child process still lives."""
