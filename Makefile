@@ -15,7 +15,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-fast ui lint clean
+.PHONY: install demo test test-fast ui lint bench clean
 
 install: $(STAMP) $(DEB_STAMP) $(DAGSTER_HOME)/dagster.yaml
 
@@ -52,8 +52,15 @@ test: install
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
+# The UI on the same project: local model servers up first, stopped again when dagster dev exits.
 ui: install
-	$(BIN)/dagster dev -m lakeloom.definitions -h 127.0.0.1 -p 3000
+	$(BIN)/lakeloom local up
+	trap '$(BIN)/lakeloom local down' EXIT; \
+		$(BIN)/dagster dev -m lakeloom.definitions -h 127.0.0.1 -p $${LAKELOOM_UI_PORT:-3000}
+
+# Throughput/cost figures against baselines run side by side; each script ends with a JSON line.
+bench: install
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 lint: install
 	$(BIN)/ruff check lakeloom tests bench
