@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -68,8 +69,18 @@ def _materialize(selection: list, instance: dg.DagsterInstance, *, partitioned: 
     print(f"materialized {names} in {time.monotonic() - started:.1f}s (run {result.run_id})")
 
 
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so the local servers are stopped on the way out."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> int:
     """Run the whole demo and print the SQL result."""
+    _stop_on_sigterm()
     instance = dg.DagsterInstance.get()
     with local_models():
         _materialize([demo.reviews, demo.review_embeddings, demo.review_labels], instance,
