@@ -27,7 +27,7 @@ from lakeloom.settings import Storage, data_dir
 CV_QUERY = """
 SELECT kind, fold, n_test, round(accuracy, 3) AS accuracy, round(f1_macro, 3) AS f1_macro,
        round(roc_auc, 3) AS roc_auc, best_params
-FROM sentiment_cv ORDER BY kind DESC, fold
+FROM sentiment_cv ORDER BY fold NULLS FIRST, kind
 """.strip()
 
 
@@ -88,7 +88,7 @@ def main() -> int:
         _materialize([demo.sentiment_cv, demo.sentiment_model], instance, partitioned=False)
         _materialize([demo.sentiment_predictions], instance, partitioned=True)
     con = Catalog(Storage.from_env()).connect()
-    print("\nNested CV of the sentiment model (outer folds):\n")
+    print("\nNested CV of the sentiment model (unbiased estimate; mean/std over outer folds):\n")
     print(con.sql(CV_QUERY))
     print(f"\n{DEMO_QUERY}\n")
     print(con.sql(DEMO_QUERY))

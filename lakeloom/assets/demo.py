@@ -127,7 +127,8 @@ DEMO_QUERY = """
 SELECT r.source,
        count(*)                                                        AS rows,
        round(avg((l.llm.sentiment = r.human_sentiment)::INT), 3)       AS llm_agrees_with_humans,
-       round(avg((p.prediction = r.human_sentiment)::INT), 3)          AS in_sample_accuracy,
+       round(avg((r.human_sentiment = 'positive')::INT), 3)            AS humans_positive,
+       round(avg((p.prediction = 'positive')::INT), 3)                 AS model_positive,
        sum(l._cost_usd)                                                AS llm_cost_usd,
        count(*) FILTER (WHERE l._status = 'error')                     AS llm_error_rows
 FROM reviews r
