@@ -26,6 +26,7 @@ import polars as pl
 from dagster import AssetExecutionContext
 
 from lakeloom.assets import checks
+from lakeloom.assets.upstream import Source, resolve_source
 from lakeloom.core.embed import run_embed
 from lakeloom.core.generate import run_generate
 from lakeloom.core.hashing import canonical_json
@@ -34,22 +35,10 @@ from lakeloom.core.specs import EmbedSpec, GenerateSpec
 from lakeloom.engine.types import RunContext
 from lakeloom.io_managers.partitions import dimensions
 
-Source = dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset | dg.AssetKey | str | Sequence[str]
-
 DEFAULT_RETRY = dg.RetryPolicy(
     max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 """Step retries: a rerun is cheap, the response cache answers everything already paid for."""
-
-
-def _source(source: Source) -> tuple[dg.AssetKey, dg.PartitionsDefinition | None, Mapping]:
-    """Return the source's key, partitions and definition metadata (empty for a bare key)."""
-    if isinstance(source, dg.AssetsDefinition):
-        key = source.key
-        return key, source.partitions_def, source.specs_by_key[key].metadata
-    if isinstance(source, dg.AssetSpec | dg.SourceAsset):
-        return source.key, source.partitions_def, source.metadata or {}
-    return dg.AssetKey.from_coercible(source), None, {}
 
 
 def _declared_columns(metadata: Mapping) -> dict[str, str] | None:
@@ -142,7 +131,7 @@ def _build(
     metadata: Mapping[str, Any] | None,
     kind: str,
 ) -> dg.AssetsDefinition:
-    source_key, source_partitions, source_meta = _source(source)
+    source_key, source_partitions, source_meta = resolve_source(source)
     partitions = partitions_def if partitions_def is not None else source_partitions
     declared = _declared_columns(source_meta)
     if declared is not None:  # fail at definition time, naming the column

@@ -26,6 +26,7 @@ import dagster as dg
 import polars as pl
 
 from lakeloom.assets.predict_report import report_markdown
+from lakeloom.assets.upstream import Source, resolve_source
 from lakeloom.core.cv import evaluate
 from lakeloom.core.features import FeatureMismatchError
 from lakeloom.core.predict import PredictSpec, fit, predict
@@ -34,17 +35,8 @@ from lakeloom.models.store import ModelStore, check_model_name
 from lakeloom.ref import RefError, ref
 from lakeloom.settings import Storage
 
-Source = dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset | dg.AssetKey | str
 Sources = Source | Mapping[str, Source]
 CARD_COLUMNS = ("model_name", "model_version", "model_uri", "spec_hash")
-
-
-def _source(source: Source) -> tuple[dg.AssetKey, dg.PartitionsDefinition | None, Mapping]:
-    if isinstance(source, dg.AssetsDefinition):
-        return source.key, source.partitions_def, source.specs_by_key[source.key].metadata
-    if isinstance(source, dg.AssetSpec | dg.SourceAsset):
-        return source.key, source.partitions_def, source.metadata or {}
-    return dg.AssetKey.from_coercible(source), None, {}
 
 
 def _ins(
@@ -52,7 +44,7 @@ def _ins(
 ) -> dict[str, tuple[dg.AssetKey, dg.PartitionsDefinition | None, Mapping]]:
     """Input name → (key, partitions, metadata); a single source is the input ``source``."""
     items = sources.items() if isinstance(sources, Mapping) else [("source", sources)]
-    out = {name: _source(src) for name, src in items}
+    out = {name: resolve_source(src) for name, src in items}
     if not out:
         raise ValueError("name at least one source asset")
     return out
@@ -208,7 +200,7 @@ def model_asset(
     if cv_report is not None:
         if "cv_report" in asset_ins:
             raise ValueError("an input is already named 'cv_report'; rename it")
-        asset_ins["cv_report"] = dg.AssetIn(key=_source(cv_report)[0])
+        asset_ins["cv_report"] = dg.AssetIn(key=resolve_source(cv_report)[0])
 
     @dg.asset(
         key=dg.AssetKey([*key_prefix, name]),
@@ -295,7 +287,7 @@ def prediction_asset(
     keep_cols = [keep] if isinstance(keep, str) else list(keep)
     first_key, first_parts, first_meta = next(iter(ins.values()))
     partitions = partitions_def if partitions_def is not None else first_parts
-    model_key = _source(model)[0]
+    model_key = resolve_source(model)[0]
     if "model" in ins:
         raise ValueError("an input is already named 'model'; rename it")
     partition_columns = [d.column for d in dimensions(partitions, first_meta)] if partitions else []
