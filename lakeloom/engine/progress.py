@@ -32,7 +32,7 @@ class ProgressSnapshot:
     final: bool = False
 
     def message(self) -> str:
-        """One log line, e.g. ``1,200/5,000 rows (24%) · 310 req/s · 9.8k tok/s · ETA 12s``."""
+        """One log line, e.g. ``1,200/5,000 requests (24%) · 310 req/s · 9.8k tok/s · ETA 12s``."""
         pct = 100.0 * self.done / self.total if self.total else 100.0
         eta = (
             "done"
@@ -40,7 +40,7 @@ class ProgressSnapshot:
             else (f"ETA {self.eta_s:,.0f}s" if self.eta_s is not None else "ETA ?")
         )
         return (
-            f"{'finished' if self.final else 'progress'}: {self.done:,}/{self.total:,} rows "
+            f"{'finished' if self.final else 'progress'}: {self.done:,}/{self.total:,} requests "
             f"({pct:.0f}%) · {self.req_per_s:,.0f} req/s · {self.tokens_per_s:,.0f} tok/s · "
             f"{eta} · {self.errors:,} errors · {self.cache_hits:,} cache hits"
         )

@@ -91,7 +91,7 @@ def test_progress_reaches_the_callback(sim_engine):
     )
     engine.run_bodies("chat.completions", chat_bodies(60))
     assert any(line.startswith("progress:") and "req/s" in line for line in lines)
-    assert lines[-1].startswith("finished: 60/60 rows (100%)")
+    assert lines[-1].startswith("finished: 60/60 requests (100%)")
 
 
 def test_sync_wrapper_works_inside_a_running_loop(sim_engine):
