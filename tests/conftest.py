@@ -12,6 +12,8 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.modal",
     "tests.fixtures.predict",
+    "tests.fixtures.webhook",
+    "tests.fixtures.services",
 ]
 
 
