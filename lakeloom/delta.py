@@ -19,6 +19,8 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
+from lakeloom.storage.check import ensure_safe_storage
+
 WriteMode = Literal["append", "overwrite"]
 
 
@@ -99,6 +101,7 @@ def write_table(
     ``DeltaTable.history()``), so lineage can be read from the Delta log alone. The returned
     version is exact even when other writers commit concurrently.
     """
+    ensure_safe_storage(uri, storage_options)  # once per process and S3 bucket: see storage.check
     write_id = uuid.uuid4().hex
     custom = {**(commit_metadata or {}), "lakeloom.write_id": write_id}
     for attempt in range(1, max_attempts + 1):

@@ -3,16 +3,19 @@
 ``LAKELOOM_HOME`` is the project's data folder (Dagster instance, DuckDB file, limiter state,
 cache journals); ``LAKELOOM_STORAGE_ROOT`` is where Delta tables live (a local folder or an
 ``s3://bucket/prefix`` URI) and ``LAKELOOM_STORAGE_OPTIONS`` a JSON object of delta-rs storage
-options (for S3: endpoint, region, keys).
+options (for S3: endpoint, region, keys). For ``s3://`` roots the standard variables fill the
+rest (``AWS_ACCESS_KEY_ID``, ``LAKELOOM_S3_ENDPOINT``...; see :mod:`lakeloom.storage.env`), and
+secret values never appear in ``repr``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from lakeloom.storage.env import OPTIONS_ENV, env_options, masked, parse_options
 
 
 def data_dir() -> Path:
@@ -37,6 +40,10 @@ class Storage(BaseModel):
         default_factory=dict, description="delta-rs storage options (endpoint, region, keys)."
     )
 
+    def __repr_args__(self) -> list[tuple[str | None, object]]:
+        """Show option names and public values only: secrets stay out of logs and tracebacks."""
+        return [("root", self.root), ("storage_options", masked(self.storage_options))]
+
     @property
     def is_local(self) -> bool:
         """True when the root is a folder on this machine."""
@@ -53,7 +60,7 @@ class Storage(BaseModel):
     def from_env(cls) -> Storage:
         """Storage from LAKELOOM_STORAGE_ROOT and LAKELOOM_STORAGE_OPTIONS, else the data folder."""
         root = os.environ.get("LAKELOOM_STORAGE_ROOT") or str(data_dir() / "delta")
-        options = json.loads(os.environ.get("LAKELOOM_STORAGE_OPTIONS") or "{}")
+        options = env_options(root, parse_options(os.environ.get(OPTIONS_ENV)))
         return cls(root=root, storage_options=options)
 
     @classmethod
@@ -64,7 +71,11 @@ class Storage(BaseModel):
         if root is not None and storage_options is not None:
             return cls(root=root, storage_options=storage_options)
         env = cls.from_env()
+        if root is None or root == env.root:
+            options = env.storage_options
+        else:  # another root than the environment's: its own standard variables (S3 or not)
+            options = env_options(root, parse_options(os.environ.get(OPTIONS_ENV)))
         return cls(
             root=root if root is not None else env.root,
-            storage_options=storage_options if storage_options is not None else env.storage_options,
+            storage_options=storage_options if storage_options is not None else options,
         )

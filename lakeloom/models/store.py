@@ -8,8 +8,9 @@ versions), library versions and ``created_at``.
 
 Writers reserve ``v<N>`` by creating ``v<N>/_reserved`` exclusively, so two concurrent saves never
 share a version; ``metadata.json`` is written last, so a version without it (a crashed save) is
-never listed or loaded. Paths go through fsspec: a local folder or a Modal Volume mount today,
-an object store URI once its fsspec driver is installed.
+never listed or loaded. Paths go through fsspec: a local folder or a Modal Volume mount, or an
+``s3://`` root through obstore's fsspec adapter (the same options as the Delta tables); on S3 the
+version is reserved with a conditional PUT (``If-None-Match: *``) instead of an exclusive create.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from pydantic import BaseModel, ConfigDict
 from lakeloom.core.features import FeatureMismatchError
 from lakeloom.core.predict import TrainedModel
 from lakeloom.settings import Storage
+from lakeloom.storage.check import ensure_safe_storage
+from lakeloom.storage.env import is_s3
+from lakeloom.storage.objects import s3_filesystem, s3_store
 
 MODELS_DIR = "_lakeloom/models"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -133,9 +137,13 @@ class ModelStore:
     def __init__(self, storage: Storage | None = None) -> None:
         self.storage = storage or Storage.from_env()
         self.base = f"{self.storage.root.rstrip('/')}/{MODELS_DIR}"
-        self._fs, self._base_path = fsspec.core.url_to_fs(
-            self.base, **_fsspec_options(self.storage)
-        )
+        if is_s3(self.base):
+            self._fs = s3_filesystem(self.storage.storage_options)
+            self._base_path = self.base.split("://", 1)[1]
+        else:
+            self._fs, self._base_path = fsspec.core.url_to_fs(
+                self.base, **_fsspec_options(self.storage)
+            )
 
     # -- paths -----------------------------------------------------------------------------
     def _name_path(self, name: str) -> str:
@@ -185,21 +193,43 @@ class ModelStore:
     def _reserve(self, name: str) -> int:
         path = self._name_path(name)
         self._fs.makedirs(path, exist_ok=True)
+        try:
+            listing = self._fs.ls(path, detail=False)
+        except FileNotFoundError:  # object stores have no empty folders
+            listing = []
         taken = [
             int(m.group(1))
-            for p in self._fs.ls(path, detail=False)
+            for p in listing
             if (m := _VERSION.match(p.rstrip("/").rsplit("/", 1)[-1]))
         ]
         version = max(taken, default=0) + 1
         while True:
             folder = f"{path}/v{version}"
-            self._fs.makedirs(folder, exist_ok=True)
-            try:
-                with self._fs.open(f"{folder}/_reserved", "xb") as handle:
-                    handle.write(b"")
+            if self._create_exclusive(f"{folder}/_reserved"):
                 return version
-            except FileExistsError:
-                version += 1
+            version += 1
+
+    def _create_exclusive(self, path: str) -> bool:
+        """Create an empty marker unless it exists (False); atomic on local disk and on S3."""
+        if is_s3(self.base):
+            import obstore
+            from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+            options = self.storage.storage_options
+            ensure_safe_storage(self.base, options)
+            bucket, _, key = path.partition("/")
+            try:
+                obstore.put(s3_store(f"s3://{bucket}", options), key, b"", mode="create")
+            except (AlreadyExistsError, PreconditionError):
+                return False
+            return True
+        self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        try:
+            with self._fs.open(path, "xb") as handle:
+                handle.write(b"")
+        except FileExistsError:
+            return False
+        return True
 
     def save(
         self,

@@ -63,6 +63,24 @@ class SimConfig(BaseModel):
     api_key: str | None = Field(
         None, description="Require 'Authorization: Bearer KEY' (also LAKELOOM_SIM_API_KEY)."
     )
+    batch_delay_s: float = Field(
+        2.0, ge=0, description="Batch API: seconds a batch stays in_progress before it ends."
+    )
+    batch_fail_rate: float = Field(
+        0, ge=0, le=1, description="Batch API: share of lines failing (HTTP 500 in the error file)."
+    )
+    batch_expire_rate: float = Field(
+        0, ge=0, le=1, description="Batch API: share of batches that expire half done."
+    )
+    batch_reject_rate: float = Field(
+        0, ge=0, le=1, description="Batch API: share of batches that fail validation as a whole."
+    )
+    batch_max_requests: int = Field(
+        50_000, ge=1, description="Batch API: most requests in one batch (more: batch fails)."
+    )
+    batch_max_bytes: int = Field(
+        200 * 1024**2, ge=1, description="Batch API: largest input file accepted, in bytes."
+    )
 
     @field_validator("latency_ms")
     @classmethod

@@ -29,7 +29,7 @@ from lakeloom.sim.limits import ProviderLimits
 from lakeloom.sim.stats import SimStats
 
 Extension = Callable[[web.Application, "Simulator"], None]
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = ["lakeloom.sim.batches:register"]
 API_KEY_ENV = "LAKELOOM_SIM_API_KEY"
 _JSON = "application/json"
 

@@ -1,0 +1,413 @@
+"""Batch API mode: the engine's planned requests answered through the OpenAI Batch API.
+
+Same contract as :class:`~lakeloom.engine.runner.Engine` (``run``/``arun`` over ``LLMRequest``
+objects, ``run_bodies``/``arun_bodies`` over canonical bodies; one result per input, in order),
+so ``core.embed``/``core.generate`` run unchanged on a :class:`BatchRunner`.
+
+Pipeline: hash → one cache join → plan the misses (the same pre-flight checks as online: prices,
+context windows, API key) → budget at batch prices → resume the open jobs whose keys overlap the
+misses (see ``batch_store``) and cut the rest into batches within the per-batch limits
+(requests, bytes, tokens, embedding inputs; one model per batch) → upload, create, poll with
+backoff, download (``batch_jobs``) → answers into the response cache under the online keys (a
+later online run reuses them) → failed lines that a retry can fix (5xx, 429, expired, cancelled,
+failed batch) sent online when ``on_failed="online"``, the rest reported with the provider's
+reason → cost ledger at batch prices, endpoint ``batch:<endpoint>`` (online retries are ledgered
+by the engine as online spend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from lakeloom.engine.batch_files import URLS, BatchAPI, ChunkLimits, chunk, embedding_inputs
+from lakeloom.engine.batch_files import jsonl_line as _line
+from lakeloom.engine.batch_jobs import JobOutcome, JobRunner, JobTiming
+from lakeloom.engine.batch_store import BatchJob, BatchStore, job_id
+from lakeloom.engine.cost import BudgetGuard
+from lakeloom.engine.ledger import ledger_rows
+from lakeloom.engine.plan import Bodies, Planned, plan, request_frame, requests_frame
+from lakeloom.engine.results import EngineRun, RunResults, assemble, hit_result, run_stats
+from lakeloom.engine.runner import BUDGET_ERROR, Engine, _blocking
+from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult, RunContext
+
+__all__ = ["BatchRunner", "BatchSettings"]
+
+
+class BatchSettings(BaseModel):
+    """How Batch API mode splits, waits for and falls back from batches.
+
+    Examples:
+        >>> BatchSettings(max_requests=10_000, on_failed="error").max_bytes
+        199229440
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_requests: int = Field(50_000, ge=1, description="Requests per batch (OpenAI: 50,000).")
+    max_bytes: int = Field(
+        190 * 1024**2, ge=1024, description="Input file size per batch (OpenAI: 200 MB)."
+    )
+    max_tokens: int | None = Field(
+        None, gt=0, description="Prompt + max output tokens per batch (enqueued-token limits)."
+    )
+    max_embedding_inputs: int = Field(
+        50_000, ge=1, description="Embedding inputs per batch (OpenAI: 50,000)."
+    )
+    max_wait_s: float = Field(
+        25 * 3600.0,
+        gt=0,
+        description="Wait this long for a batch, then cancel it, keep its answers and treat the "
+        "rest as failed lines (see on_failed).",
+    )
+    cancel_wait_s: float = Field(
+        900.0, ge=0, description="How long a cancellation may take before lines are reported."
+    )
+    poll_interval_s: float = Field(10.0, gt=0, description="First poll interval (then ×1.5).")
+    poll_max_interval_s: float = Field(120.0, gt=0, description="Longest poll interval.")
+    progress_interval_s: float = Field(30.0, gt=0, description="Seconds between progress lines.")
+    on_failed: Literal["online", "error"] = Field(
+        "online",
+        description="Failed lines a retry can fix (5xx, 429, expired, cancelled, failed batch): "
+        "send online, or report as error rows.",
+    )
+    api_retries: int = Field(5, ge=0, le=20, description="SDK retries of each files/batches call.")
+
+    def limits(self) -> ChunkLimits:
+        """The per-batch limits."""
+        return ChunkLimits(
+            self.max_requests, self.max_bytes, self.max_tokens, self.max_embedding_inputs
+        )
+
+
+class BatchRunner:
+    """Answers requests through the Batch API, with the engine's cache, prices, ledger and budget.
+
+    Examples:
+        >>> engine = Engine(ProviderConfig(kind="openai"))  # doctest: +SKIP
+        >>> runner = BatchRunner(engine, BatchSettings(poll_interval_s=30))  # doctest: +SKIP
+        >>> labels, stats = run_generate(df, spec, runner)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: BatchSettings | None = None,
+        *,
+        store: BatchStore | None = None,
+    ) -> None:
+        """Wrap an engine; jobs are recorded in ``store`` (default: under its storage root)."""
+        self.engine = engine
+        self.settings = settings or BatchSettings()
+        self.store = store or BatchStore(engine.storage)
+        self.max_cost_usd = engine.max_cost_usd
+        self.jobs: list[BatchJob] = []
+        self.last_stats: Any = None
+
+    @property
+    def provider(self) -> Any:
+        """The engine's provider config."""
+        return self.engine.provider
+
+    @property
+    def structured_output(self) -> str:
+        """The provider's JSON-schema capability (read by ``core.generate``)."""
+        return self.engine.structured_output
+
+    # -- public API -----------------------------------------------------------------------------
+    def run(
+        self,
+        requests: Sequence[LLMRequest],
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+    ) -> RunResults:
+        """Blocking :meth:`arun`."""
+        return _blocking(self.arun(requests, context=context, max_cost_usd=max_cost_usd))
+
+    async def arun(
+        self,
+        requests: Sequence[LLMRequest],
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+    ) -> RunResults:
+        """One ``LLMResult`` per request, in order (a repeated key repeats its result)."""
+        started = time.perf_counter()
+        frame = requests_frame(requests, namespace=self.provider.cache_namespace)
+        given = {r.key: r for r in requests}
+        models = sorted({self.provider.price_model or str(r.body.get("model")) for r in requests})
+        matched, hit_mask, sent, stopped = await self._execute(
+            requests[0].endpoint, frame, given, context, max_cost_usd, models
+        )
+        by_key: dict[str, LLMResult] = {r.key: r for r in sent}
+        hit_rows = matched.with_columns(frame["key"]).filter(hit_mask)
+        for row in hit_rows.iter_rows(named=True):
+            by_key.setdefault(row["key"], hit_result(row))
+        results = [by_key.get(r.key) or _lost(r.key) for r in requests]
+        ok = sum(r.status == "ok" for r in results)
+        return RunResults(results, self._stats(frame.height, hit_mask, sent, ok, started, stopped))
+
+    def run_bodies(
+        self,
+        endpoint: Endpoint,
+        bodies: Bodies,
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+        models: Sequence[str] | None = None,
+    ) -> EngineRun:
+        """Blocking :meth:`arun_bodies`."""
+        coro = self.arun_bodies(
+            endpoint, bodies, context=context, max_cost_usd=max_cost_usd, models=models
+        )
+        return _blocking(coro)
+
+    async def arun_bodies(
+        self,
+        endpoint: Endpoint,
+        bodies: Bodies,
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+        models: Sequence[str] | None = None,
+    ) -> EngineRun:
+        """Answer canonical JSON bodies; one result row per body, in input order."""
+        started = time.perf_counter()
+        frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
+        parsed = None
+        if isinstance(bodies, list | tuple) and all(isinstance(b, Mapping) for b in bodies):
+            parsed = bodies
+        matched, hit_mask, sent, stopped = await self._execute(
+            endpoint, frame, None, context, max_cost_usd, models, parsed
+        )
+        results = assemble(frame, matched, hit_mask, sent)
+        ok = int((results["status"] == "ok").sum())
+        return EngineRun(results, self._stats(frame.height, hit_mask, sent, ok, started, stopped))
+
+    # -- the pipeline ---------------------------------------------------------------------------
+    def _stats(
+        self,
+        rows: int,
+        hit_mask: pl.Series,
+        sent: list[LLMResult],
+        ok: int,
+        started: float,
+        stopped: bool,
+    ) -> Any:
+        stats = run_stats(
+            rows=rows,
+            hits=int(hit_mask.sum()),
+            sent=sent,
+            ok=ok,
+            started=started,
+            budget_exceeded=stopped,
+        )
+        self.last_stats = self.engine.last_stats = stats
+        return stats
+
+    async def _execute(
+        self,
+        endpoint: Endpoint,
+        frame: pl.DataFrame,
+        given: Mapping[str, LLMRequest] | None,
+        context: RunContext | None,
+        max_cost_usd: float | None,
+        models: Sequence[str] | None,
+        parsed: Sequence[Mapping[str, Any]] | None = None,
+    ) -> tuple[pl.DataFrame, pl.Series, list[LLMResult], bool]:
+        engine = self.engine
+        context = context or RunContext()
+        matched = engine.match(frame, models)
+        hit_mask = matched["response"].is_not_null()
+        misses = engine.misses(frame, hit_mask)
+        planned = plan(
+            endpoint,
+            misses,
+            provider=engine.provider,
+            prices=engine.prices,
+            given=given,
+            parsed=parsed,
+        )
+        if planned.requests:
+            engine.provider.check_api_key()
+        budget = BudgetGuard(engine.max_cost_usd if max_cost_usd is None else max_cost_usd)
+        self.jobs = []
+        results, batched = (
+            await self._send(endpoint, planned, budget, context) if planned.requests else ([], [])
+        )
+        if engine.ledger is not None:
+            hits = int(hit_mask.sum())
+            hit_models = matched.select("model").filter(hit_mask) if hits else matched.clear()
+            rows = ledger_rows(
+                f"batch:{endpoint}",
+                context,
+                hit_models,
+                batched,
+                price_table=engine.prices.version,
+            )
+            await asyncio.to_thread(engine.ledger.append, rows)
+        return matched, hit_mask, results, budget.stopped
+
+    async def _send(
+        self, endpoint: Endpoint, planned: Planned, budget: BudgetGuard, context: RunContext
+    ) -> tuple[list[LLMResult], list[LLMResult]]:
+        """Results for every planned request, and those the Batch API settled (for the ledger)."""
+        s = self.settings
+        n = len(planned.requests)
+        out: list[LLMResult | None] = [None] * n
+        worst = [
+            price.batch_cost(input_tokens=r.prompt_tokens, output_tokens=w)
+            for r, price, w in zip(
+                planned.requests, planned.prices, planned.worst_output_tokens, strict=True
+            )
+        ]
+        admitted: list[int] = []
+        for i, request in enumerate(planned.requests):
+            if budget.try_reserve(worst[i]):
+                admitted.append(i)
+            else:
+                error = BUDGET_ERROR.format(budget.max_cost_usd)
+                out[i] = LLMResult(request.key, "error", error=error, model=planned.models[i])
+        index = {planned.requests[i].key: i for i in admitted}
+        jobs, texts = await self._plan_jobs(endpoint, planned, admitted, index)
+        self.jobs = jobs
+        outcomes: list[JobOutcome] = []
+        if jobs:
+            timing = JobTiming(
+                s.poll_interval_s,
+                s.poll_max_interval_s,
+                s.max_wait_s,
+                s.cancel_wait_s,
+                s.progress_interval_s,
+            )
+            async with BatchAPI(self.provider, retries=s.api_retries) as api:
+                runner = JobRunner(
+                    api,
+                    self.store,
+                    self.engine.cache,
+                    endpoint=endpoint,
+                    namespace=self.provider.cache_namespace,
+                    timing=timing,
+                    context=context,
+                    progress=self.engine.progress,
+                )
+                outcomes = list(await asyncio.gather(*(runner.run(j, texts) for j in jobs)))
+        retry = self._settle(planned, outcomes, index, out, worst, budget)
+        batched = [r for r in out if r is not None]
+        if retry:  # online, through the engine: its own cache check, limiter, ledger rows
+            left = None
+            if budget.max_cost_usd is not None:
+                left = max(0.0, budget.max_cost_usd - budget.committed_usd - budget.reserved_usd)
+            online = await self.engine.arun(
+                [planned.requests[i] for i in retry], context=context, max_cost_usd=left
+            )
+            for i, result in zip(retry, online, strict=True):
+                result.model = result.model or planned.models[i]
+                budget.committed_usd += result.cost_usd
+                out[i] = result
+            budget.stopped |= bool(getattr(online.stats, "budget_exceeded", False))
+        final = [r if r is not None else _lost(planned.requests[i].key) for i, r in enumerate(out)]
+        return final, batched
+
+    def _settle(
+        self,
+        planned: Planned,
+        outcomes: list[JobOutcome],
+        index: Mapping[str, int],
+        out: list[LLMResult | None],
+        worst: list[float],
+        budget: BudgetGuard,
+    ) -> list[int]:
+        """Turn line outcomes into results at batch prices; return the positions to resend."""
+        retry: list[int] = []
+        for outcome in outcomes:
+            for key, line in outcome.lines.items():
+                i = index.get(key)
+                if i is None or out[i] is not None:
+                    continue  # a resumed job's other keys: in the cache now, not asked here
+                request, model = planned.requests[i], planned.models[i]
+                if line.text is not None:
+                    usage = (line.body or {}).get("usage") or {}
+                    result = LLMResult(
+                        key,
+                        "ok",
+                        response=line.body,
+                        response_text=line.text,
+                        input_tokens=int(usage.get("prompt_tokens") or request.prompt_tokens),
+                        output_tokens=int(usage.get("completion_tokens") or 0),
+                        latency_s=outcome.seconds,
+                        attempts=1,
+                        model=model,
+                    )
+                    result.cost_usd = planned.prices[i].batch_cost(
+                        input_tokens=result.input_tokens, output_tokens=result.output_tokens
+                    )
+                    budget.settle(worst[i], result.cost_usd)
+                    out[i] = result
+                    continue
+                # a line still running may be billed later: keep its worst case committed
+                budget.settle(worst[i], worst[i] if outcome.still_open else 0.0)
+                if line.retryable and self.settings.on_failed == "online":
+                    retry.append(i)
+                    continue
+                out[i] = LLMResult(
+                    key,
+                    "error",
+                    error=line.error,
+                    attempts=1,
+                    latency_s=outcome.seconds,
+                    model=model,
+                    fatal=line.fatal,
+                )
+        return retry
+
+    async def _plan_jobs(
+        self,
+        endpoint: Endpoint,
+        planned: Planned,
+        admitted: list[int],
+        index: Mapping[str, int],
+    ) -> tuple[list[BatchJob], dict[str, str]]:
+        """Resume open jobs that overlap the misses; chunk the rest into new jobs."""
+        provider = self.provider.limiter_key
+        jobs: list[BatchJob] = []
+        claimed: set[str] = set()
+        for job in await asyncio.to_thread(self.store.open_jobs, provider, endpoint):
+            if any(k in index and k not in claimed for k in job.keys):
+                jobs.append(job)
+                claimed.update(job.keys)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i in admitted:
+            request = planned.requests[i]
+            if request.key not in claimed:
+                group = (planned.models[i], str(request.body.get("model")))
+                groups.setdefault(group, []).append(i)
+        url = URLS[endpoint]
+        overhead = len(_line(url, "0" * 32, ""))
+        texts: dict[str, str] = {}
+        for (model, _), items in groups.items():
+            items.sort(key=lambda i: planned.requests[i].key)
+            sizes = [overhead + len(planned.texts[i].encode()) for i in items]
+            tokens = [planned.requests[i].reserved_tokens for i in items]
+            inputs = [
+                embedding_inputs(planned.requests[i].body) if endpoint == "embeddings" else 1
+                for i in items
+            ]
+            for positions in chunk(sizes, tokens, inputs, self.settings.limits()):
+                keys = [planned.requests[items[p]].key for p in positions]
+                name = f"{job_id(provider, endpoint, model, keys)[:20]}-{uuid.uuid4().hex[:8]}"
+                jobs.append(BatchJob(name, provider, endpoint, model, keys))
+                for p in positions:
+                    texts[planned.requests[items[p]].key] = planned.texts[items[p]]
+        return jobs, texts
+
+
+def _lost(key: str) -> LLMResult:
+    return LLMResult(key, "error", error="internal error: no result")

@@ -1,0 +1,221 @@
+"""One Batch API job, from upload to answers merged into the response cache.
+
+Order matters for "never pay twice": the input file id is recorded before the batch is created,
+the batch id before the first poll, and the job is marked ``merged`` only after its answers are
+committed to the cache. A batch that outlives ``max_wait_s`` is cancelled (answers so far are
+kept); if it is still not cancelled after ``cancel_wait_s``, its lines are reported, not resent,
+and the job stays open so that a later run collects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+import polars as pl
+
+from lakeloom.core.hashing import cache_keys
+from lakeloom.engine.batch_files import (
+    TERMINAL,
+    URLS,
+    BatchAPI,
+    LineOutcome,
+    batch_errors,
+    jsonl_line,
+    parse_file,
+)
+from lakeloom.engine.batch_store import BatchJob, BatchStore
+from lakeloom.engine.cache import ResponseCache
+from lakeloom.engine.types import RunContext
+
+
+class JobLostError(RuntimeError):
+    """The provider no longer knows a recorded batch or file (another account, or purged)."""
+
+
+@dataclass(slots=True)
+class JobOutcome:
+    """Every key of a job with the provider's answer or error; ``open`` = collect it later."""
+
+    job: BatchJob
+    lines: dict[str, LineOutcome] = field(default_factory=dict)
+    seconds: float = 0.0
+    still_open: bool = False
+
+
+@dataclass(slots=True)
+class JobTiming:
+    """Polling and waiting knobs (from ``BatchSettings``)."""
+
+    poll_interval_s: float
+    poll_max_interval_s: float
+    max_wait_s: float
+    cancel_wait_s: float
+    progress_interval_s: float = 30.0
+
+
+class JobRunner:
+    """Runs jobs of one endpoint against one provider; shared by every job of a run."""
+
+    def __init__(
+        self,
+        api: BatchAPI,
+        store: BatchStore,
+        cache: ResponseCache | None,
+        *,
+        endpoint: str,
+        namespace: str,
+        timing: JobTiming,
+        context: RunContext,
+        progress: Callable[[str], object] | None = None,
+    ) -> None:
+        """Bind the provider API, the job log, the cache and the run's context."""
+        self.api = api
+        self.store = store
+        self.cache = cache
+        self.endpoint = endpoint
+        self.namespace = namespace
+        self.timing = timing
+        self.context = context
+        self.progress = progress
+        self._reported: dict[str, float] = {}
+
+    async def _record(self, job: BatchJob, event: Any) -> None:
+        await asyncio.to_thread(self.store.record, job, event, self.context)
+
+    def _say(self, job: BatchJob, text: str, *, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self._reported.get(job.job, -1e9) >= self.timing.progress_interval_s:
+            self._reported[job.job] = now
+            self.progress(
+                f"batch {job.batch_id or job.job} ({job.model}, {len(job.keys):,}): {text}"
+            )
+
+    async def submit(self, job: BatchJob, texts: Mapping[str, str]) -> None:
+        """Upload the job's JSONL (unless recorded already) and create its batch."""
+        if job.input_file_id is None:
+            url = URLS[self.endpoint]
+            data = b"".join(jsonl_line(url, key, texts[key]) for key in job.keys)
+            job.input_file_id = await self.api.upload(f"lakeloom-{job.job}.jsonl", data)
+            await self._record(job, "uploaded")
+        if job.batch_id is None:
+            batch = await self.api.find(job.input_file_id) if job.resumed else None
+            if batch is None:
+                try:
+                    batch = await self.api.create(
+                        job.input_file_id, URLS[self.endpoint], {"lakeloom_job": job.job}
+                    )
+                except openai.APIConnectionError:  # created or not? ask before giving up
+                    batch = await self.api.find(job.input_file_id)
+                    if batch is None:
+                        raise
+            job.batch_id, job.status = batch.id, batch.status
+            await self._record(job, "created")
+            self._say(job, f"submitted ({batch.status})", force=True)
+
+    async def _poll(self, job: BatchJob) -> Any | None:
+        """Poll with backoff until the batch ends; cancel it past ``max_wait_s``."""
+        t = self.timing
+        started = time.monotonic()
+        deadline, give_up = started + t.max_wait_s, None
+        interval, batch = t.poll_interval_s, None
+        while True:
+            try:
+                batch = await self.api.retrieve(job.batch_id or "")
+            except openai.NotFoundError as exc:
+                raise JobLostError(f"batch {job.batch_id} not found at the provider") from exc
+            except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
+                pass  # the SDK retried already; keep polling until the deadline
+            if batch is not None:
+                counts = batch.request_counts
+                done = f" {counts.completed:,}/{counts.total:,}" if counts else ""
+                self._say(job, f"{batch.status}{done} after {time.monotonic() - started:,.0f}s")
+                if batch.status in TERMINAL:
+                    return batch
+            now = time.monotonic()
+            if give_up is None and now >= deadline:
+                self._say(job, f"not done after max_wait_s={t.max_wait_s:,.0f}s: cancelling")
+                with contextlib.suppress(openai.BadRequestError):  # ended meanwhile
+                    batch = await self.api.cancel(job.batch_id or "")
+                give_up = now + t.cancel_wait_s
+            elif give_up is not None and now >= give_up:
+                return None
+            await asyncio.sleep(max(0.05, min(interval, (give_up or deadline) - now)))
+            interval = min(interval * 1.5, t.poll_max_interval_s)
+
+    async def collect(self, job: BatchJob) -> JobOutcome:
+        """Wait for the job's batch, download its files, merge answers into the cache."""
+        started = time.monotonic()
+        batch = await self._poll(job)
+        if batch is None:  # still cancelling: never resend what may still be billed
+            reason = (
+                f"batch {job.batch_id} still running after max_wait_s + cancel_wait_s; "
+                "not resent (a later run collects it)"
+            )
+            lines = {k: LineOutcome(k, error=reason) for k in job.keys}
+            return JobOutcome(job, lines, time.monotonic() - started, still_open=True)
+        job.status = batch.status
+        job.output_file_id, job.error_file_id = batch.output_file_id, batch.error_file_id
+        job.detail = batch_errors(batch) if batch.status == "failed" else None
+        await self._record(job, "ended")
+        lines: dict[str, LineOutcome] = {}
+        for file_id in (batch.error_file_id, batch.output_file_id):  # answers win over errors
+            if file_id:
+                lines.update(parse_file(self.endpoint, await self.api.content(file_id)))
+        missing = f"batch {batch.status}" + (f": {job.detail}" if job.detail else "")
+        for key in job.keys:
+            lines.setdefault(key, LineOutcome(key, error=f"{missing}: no result", retryable=True))
+        await asyncio.to_thread(self._merge, job, lines)
+        await self._record(job, "merged")
+        ok = sum(o.text is not None for o in lines.values())
+        self._say(job, f"{batch.status}: {ok:,} answers, {len(lines) - ok:,} errors", force=True)
+        return JobOutcome(job, lines, time.monotonic() - started)
+
+    def _merge(self, job: BatchJob, lines: Mapping[str, LineOutcome]) -> None:
+        """Commit every answer of the job to the response cache (same keys as online)."""
+        if self.cache is None:
+            return
+        good = [o for o in lines.values() if o.text is not None]
+        if not good:
+            return
+        keys = pl.Series("key", [o.key for o in good], dtype=pl.String)
+        usage = [(o.body or {}).get("usage") or {} for o in good]
+        self.cache.put(
+            pl.DataFrame(
+                {
+                    "request_hash": cache_keys(keys, self.namespace),
+                    "model": [job.model] * len(good),
+                    "endpoint": [self.endpoint] * len(good),
+                    "response": [o.text for o in good],
+                    "input_tokens": [int(u.get("prompt_tokens") or 0) for u in usage],
+                    "output_tokens": [int(u.get("completion_tokens") or 0) for u in usage],
+                }
+            )
+        )
+
+    async def run(self, job: BatchJob, texts: Mapping[str, str]) -> JobOutcome:
+        """Submit (or resume) and collect one job; provider errors become line errors."""
+        started = time.monotonic()
+        try:
+            await self.submit(job, texts)
+            return await self.collect(job)
+        except openai.APIStatusError as exc:
+            fatal = exc.status_code in (401, 403)
+            reason = f"batch {job.last_event or 'submission'} failed: HTTP {exc.status_code}: "
+            reason += str(getattr(exc, "message", exc))[:300]
+        except (openai.APIConnectionError, JobLostError) as exc:
+            fatal, reason = False, f"batch failed: {exc}"
+        if job.batch_id is not None and job.last_event == "created":
+            job.status, job.detail = "lost", reason  # closed: its keys are settled below
+            await self._record(job, "merged")
+        lines = {
+            k: LineOutcome(k, error=reason, retryable=not fatal, fatal=fatal) for k in job.keys
+        }
+        return JobOutcome(job, lines, time.monotonic() - started)
