@@ -78,7 +78,7 @@ def resolve_values(raw: Mapping[str, Any], *, source: str = OPTIONS_ENV) -> dict
             out[key] = str(value).lower() if isinstance(value, bool) else str(value)
         else:
             raise StorageOptionsError(
-                f"{source}: option {key} must be a string or {{\"env\": \"NAME\"}}, got {value!r}"
+                f'{source}: option {key} must be a string or {{"env": "NAME"}}, got {value!r}'
             )
     return out
 

@@ -39,8 +39,12 @@ def scores_asset(version: str):
 def build_history(io_manager: DeltaIOManager) -> pl.DataFrame:
     """Write every partition, overwrite one with a new version, read the table back."""
     for key in PARTS.get_partition_keys():
-        dg.materialize([scores_asset("v1")], partition_key=key, resources={"io_manager": io_manager})
-    dg.materialize([scores_asset("v2")], partition_key="movies", resources={"io_manager": io_manager})
+        dg.materialize(
+            [scores_asset("v1")], partition_key=key, resources={"io_manager": io_manager}
+        )
+    dg.materialize(
+        [scores_asset("v2")], partition_key="movies", resources={"io_manager": io_manager}
+    )
     uri = io_manager.table_uri(dg.AssetKey("scores"))
     options = io_manager.storage.storage_options or None
     assert DeltaTable(uri, storage_options=options).version() == 3

@@ -1,4 +1,4 @@
-"""Storage that ignores ``If-None-Match: *`` is refused before any Delta commit; options from env."""
+"""Storage ignoring ``If-None-Match: *`` is refused before any Delta commit; options from env."""
 
 import http.server
 import threading
@@ -68,8 +68,11 @@ def test_store_that_ignores_if_none_match_is_refused(broken_s3):
     assert storage.storage_options["AWS_ENDPOINT_URL"] == broken_s3
     assert storage.storage_options["AWS_ALLOW_HTTP"] == "true"  # implied by http://
     with pytest.raises(ConditionalWritesUnsupported, match="ignores 'If-None-Match: \\*'.*lost"):
-        write_table(pl.DataFrame({"a": [1]}), storage.table_uri("assets", "t"),
-                    storage_options=storage.storage_options)  # fmt: skip
+        write_table(
+            pl.DataFrame({"a": [1]}),
+            storage.table_uri("assets", "t"),
+            storage_options=storage.storage_options,
+        )
     # the probe PUT twice with the header, and nothing of Delta (no _delta_log) was written
     assert [h for _, h in AcceptEveryPut.puts] == ["*", "*"]
     assert not any("_delta_log" in path for path, _ in AcceptEveryPut.puts)
@@ -83,8 +86,9 @@ def test_materializing_on_a_broken_store_fails_with_the_reason(broken_s3):
     def numbers() -> pl.DataFrame:
         return pl.DataFrame({"n": [1, 2, 3]})
 
-    result = dg.materialize([numbers], resources={"io_manager": DeltaIOManager()},
-                            raise_on_error=False)  # fmt: skip
+    result = dg.materialize(
+        [numbers], resources={"io_manager": DeltaIOManager()}, raise_on_error=False
+    )
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = str(failure.step_failure_data.error)
@@ -95,8 +99,13 @@ def test_materializing_on_a_broken_store_fails_with_the_reason(broken_s3):
 def test_unreachable_endpoint_is_a_clear_error(monkeypatch):
     from lakeloom.local.process import free_port
 
-    options = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ALLOW_HTTP": "true",
-               "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1"}  # fmt: skip
+    options = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_REGION": "us-east-1",
+    }
     with pytest.raises(StorageCheckError, match="cannot write to s3://nowhere/x/_lakeloom_probe"):
         check_conditional_writes("s3://nowhere/x", options, timeout_s=1.0)
 
