@@ -26,6 +26,7 @@ import polars as pl
 from dagster import AssetExecutionContext
 
 from lakeloom.assets import checks
+from lakeloom.assets.error_report import LLMAssetConfig, prepare_rerun, record_errors
 from lakeloom.assets.upstream import Source, resolve_source
 from lakeloom.core.embed import run_embed
 from lakeloom.core.generate import run_generate
@@ -174,7 +175,7 @@ def _build(
         kinds={"polars", "deltalake"},
     )
     def _asset(
-        context: AssetExecutionContext, upstream: pl.DataFrame
+        context: AssetExecutionContext, upstream: pl.DataFrame, config: LLMAssetConfig
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         resource = getattr(context.resources, resource_key)
         try:  # bad input or config: fail before any request, and do not retry the step
@@ -188,7 +189,28 @@ def _build(
             asset=asset_key.to_user_string(),
             partition=_partition_label(context),
         )
-        frame, stats, extra = compute(resource, upstream, keep, run, context.log.info)
+        rerun = prepare_rerun(
+            context,
+            config,
+            asset_key=asset_key,
+            io_manager_key=io_manager_key,
+            upstream=upstream,
+            keep=keep,
+        )
+        frame, stats, extra = compute(
+            resource, rerun.to_send if rerun else upstream, keep, run, context.log.info
+        )
+        if rerun:
+            frame = rerun.merge(frame, stats)
+        extra = extra | record_errors(
+            context,
+            frame,
+            asset_key=asset_key,
+            io_manager_key=io_manager_key,
+            keys=[k for k in keep if k not in {d.column for d in dims}] or keep,
+            partition_columns=[d.column for d in dims],
+            only_failed=config.only_failed,
+        )
         context.log.info(
             f"{asset_key.to_user_string()}: {stats.rows_ok} ok, {stats.rows_error} error, "
             f"{stats.rows_skipped} skipped; {stats.requests} requests ({stats.cache_hits} "

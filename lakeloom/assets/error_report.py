@@ -1,0 +1,164 @@
+"""What the LLM asset factories do about failed rows: report them, and re-run only them.
+
+``LLMAssetConfig`` is the run config of every embedding/generated asset. With
+``only_failed: true`` a run sends requests only for the rows of its partition(s) whose stored
+``_status`` is ``error`` (or that were never processed) and writes them back beside the stored
+ok/skipped rows, so the partition is whole again. From the UI: Materialize → "Open launchpad",
+``ops: {review_labels: {config: {only_failed: true}}}``; from a shell:
+``dagster asset materialize -m lakeloom.definitions --select review_labels --partition books
+--config-json '{"ops": {"review_labels": {"config": {"only_failed": true}}}}'``.
+
+After each run the failed rows land in the ``lakeloom_errors`` Delta table (see
+:mod:`lakeloom.reports`) and a markdown summary of their reasons in the materialization's
+``error_report`` metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from lakeloom.core.provenance import ColumnStats
+from lakeloom.delta import scan_table, table_exists
+from lakeloom.reports import merge_rerun, split_for_rerun, write_error_report
+from lakeloom.settings import Storage
+
+
+class LLMAssetConfig(dg.Config):
+    """Run config of an embedding/generated asset."""
+
+    only_failed: bool = Field(
+        default=False,
+        description="Send requests only for rows whose stored _status is 'error' (or that were "
+        "never processed); stored ok/skipped rows are kept as they are.",
+    )
+
+
+def _io_storage(context: dg.AssetExecutionContext, io_manager_key: str) -> tuple[Storage, Any]:
+    """The storage the asset's IO manager writes to (the env's storage for other managers)."""
+    io_manager = getattr(context.resources, io_manager_key, None)
+    storage = getattr(io_manager, "storage", None)
+    return (storage if isinstance(storage, Storage) else Storage.from_env()), io_manager
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """The rows a run sends again and the stored rows it keeps."""
+
+    to_send: pl.DataFrame
+    kept: pl.DataFrame
+    upstream: pl.DataFrame
+    keep: tuple[str, ...]
+
+    def merge(self, computed: pl.DataFrame, stats: ColumnStats) -> pl.DataFrame:
+        """Whole partition(s) again; row counts in ``stats`` then describe the whole output."""
+        merged = merge_rerun(computed, self.kept, self.upstream, self.keep)
+        counts = dict(merged.group_by("_status").len().iter_rows()) if merged.height else {}
+        stats.rows = merged.height
+        stats.rows_ok = counts.get("ok", 0)
+        stats.rows_error = counts.get("error", 0)
+        stats.rows_skipped = counts.get("skipped", 0)
+        return merged
+
+
+def prepare_rerun(
+    context: dg.AssetExecutionContext,
+    config: LLMAssetConfig,
+    *,
+    asset_key: dg.AssetKey,
+    io_manager_key: str,
+    upstream: pl.DataFrame,
+    keep: Sequence[str],
+) -> Rerun | None:
+    """With ``only_failed``, split the input into rows to send and stored rows to keep."""
+    if not config.only_failed:
+        return None
+    _check_same_code_version(context, asset_key)
+    storage, io_manager = _io_storage(context, io_manager_key)
+    uri = (
+        io_manager.table_uri(asset_key)
+        if hasattr(io_manager, "table_uri")
+        else storage.table_uri("assets", *asset_key.path)
+    )
+    previous = None
+    if table_exists(uri, storage.storage_options):
+        stored = scan_table(uri, storage_options=storage.storage_options)
+        probe = upstream.select(list(keep)).unique().lazy()
+        previous = stored.join(probe, on=list(keep), how="semi", nulls_equal=True).collect()
+    to_send, kept = split_for_rerun(upstream, previous, keep)
+    context.log.info(
+        f"only_failed: sending {to_send.height} of {upstream.height} rows "
+        f"(keeping {kept.height} stored ok/skipped rows)"
+    )
+    return Rerun(to_send=to_send, kept=kept, upstream=upstream, keep=tuple(keep))
+
+
+def _check_same_code_version(context: dg.AssetExecutionContext, asset_key: dg.AssetKey) -> None:
+    """Refuse to keep stored rows written by another prompt/model/schema (their code version)."""
+    current = context.assets_def.code_versions_by_key.get(asset_key)
+    if not current:
+        return
+    wanted = set(context.partition_keys) if context.has_partition_key_range else {None}
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=asset_key,
+            asset_partitions=sorted(wanted) if None not in wanted else None,
+        ),
+        limit=min(10_000, 4 * len(wanted)),
+        ascending=False,
+    ).records
+    seen: set[str | None] = set()
+    for record in records:
+        mat = record.asset_materialization
+        if mat is None or mat.partition in seen:
+            continue
+        seen.add(mat.partition)
+        stored = mat.tags.get("dagster/code_version") if mat.tags else None
+        if stored and stored != current:
+            where = f" partition {mat.partition}" if mat.partition else ""
+            raise dg.Failure(
+                description=f"only_failed: the stored rows of {asset_key.to_user_string()}"
+                f"{where} were written by code version {stored}, the asset is now {current} "
+                "(prompt, schema or model changed); run without only_failed to recompute "
+                "every row",
+                allow_retries=False,
+            )
+
+
+def record_errors(
+    context: dg.AssetExecutionContext,
+    frame: pl.DataFrame,
+    *,
+    asset_key: dg.AssetKey,
+    io_manager_key: str,
+    keys: Sequence[str],
+    partition_columns: Sequence[str],
+    only_failed: bool,
+) -> dict[str, Any]:
+    """Write the run's failed rows to the error table; metadata for the materialization."""
+    storage, _ = _io_storage(context, io_manager_key)
+    report = write_error_report(
+        frame,
+        asset=asset_key.to_user_string(),
+        run_id=context.run_id,
+        keys=keys,
+        partition_columns=partition_columns,
+        storage=storage,
+    )
+    metadata: dict[str, Any] = {
+        "error_report": dg.MetadataValue.md(report.markdown),
+        "only_failed": only_failed,
+    }
+    if report.uri is not None:
+        metadata["error_report_uri"] = (
+            dg.MetadataValue.path(report.uri)
+            if storage.is_local
+            else dg.MetadataValue.url(report.uri)
+        )
+        metadata["error_report_version"] = dg.MetadataValue.int(report.version or 0)
+    return metadata

@@ -1,0 +1,153 @@
+"""How an LLM column is answered: online, through the Batch API, or ``auto``; forecast first.
+
+:class:`ModeRunner` is what the asset factories hand to ``core.embed``/``core.generate``. On its
+first round it forecasts the requests it was given (cache hits, tokens, online and batch dollars,
+duration at the current limits: sends nothing), reports the forecast, then
+
+* ``dry_run``: answers every request with an explicit "dry run: not sent" error (nothing is sent,
+  nothing is paid; the caller materializes nothing);
+* ``online``: the engine as usual;
+* ``batch``: :class:`~lakeloom.engine.batch_api.BatchRunner`;
+* ``auto``: batch when at least ``batch_min_requests`` requests miss the cache, else online.
+
+Later rounds (structured-output repairs, embedding batches split after a 400) always go online:
+they are few, and a second day-long wait for a handful of repairs would be the wrong trade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from lakeloom.engine.batch_api import BatchRunner, BatchSettings
+from lakeloom.engine.forecast import Forecast
+from lakeloom.engine.results import RunResults, RunStats
+from lakeloom.engine.runner import Engine
+from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
+
+Mode = Literal["online", "batch", "auto"]
+DRY_RUN_ERROR = "dry run: not sent"
+
+
+def current_limits(engine: Engine) -> tuple[float | None, float | None, str]:
+    """RPM/TPM a run would obey now: configured, else learned by the shared limiter, else none."""
+    rpm, tpm = engine.provider.rpm, engine.provider.tpm
+    if rpm or tpm:
+        return rpm, tpm, "configured"
+    limiter = engine.limiter
+    read = getattr(getattr(limiter, "store", None), "read", None)
+    key = getattr(limiter, "key", None)
+    if read is not None and key is not None:
+        state = read(key)
+        if state is not None and (state.lr > 0 or state.lt > 0):
+            return (state.lr or None), (state.lt or None), "learned"
+    return None, None, "unknown"
+
+
+def forecast_requests(engine: Engine, requests: Sequence[LLMRequest]) -> Forecast:
+    """Forecast ``requests`` on ``engine`` at its current limits; sends nothing."""
+    rpm, tpm, _ = current_limits(engine)
+    return engine.forecast_requests(requests, rpm=rpm, tpm=tpm)
+
+
+def forecast_metadata(forecast: Forecast | None, *, mode: str, dry_run: bool) -> dict[str, Any]:
+    """Flat ``forecast_*`` values for materialization metadata."""
+    md: dict[str, Any] = {"mode": mode, "dry_run": dry_run}
+    if forecast is None:
+        return md
+    for name, value in forecast.as_metadata().items():
+        if name != "models":
+            md[f"forecast_{name}"] = value
+    return md
+
+
+class ModeRunner:
+    """Forecasts, then answers through the engine online or through the Batch API.
+
+    Examples:
+        >>> runner = ModeRunner(engine, mode="auto", batch_min_requests=5_000)  # doctest: +SKIP
+        >>> frame, stats = run_generate(df, spec, runner)  # doctest: +SKIP
+        >>> runner.chosen, runner.forecast.batch_usd  # doctest: +SKIP
+        ('batch', 12.4)
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        mode: Mode = "online",
+        batch: BatchSettings | None = None,
+        batch_min_requests: int = 1_000,
+        dry_run: bool = False,
+        forecast: bool = True,
+        on_forecast: Callable[[str], object] | None = None,
+    ) -> None:
+        """Wrap ``engine``; ``on_forecast`` receives the forecast line (e.g. a logger)."""
+        if mode not in ("online", "batch", "auto"):
+            raise ValueError(f"mode must be 'online', 'batch' or 'auto', got {mode!r}")
+        self.engine = engine
+        self.mode = mode
+        self.batch = batch or BatchSettings()
+        self.batch_min_requests = batch_min_requests
+        self.dry_run = dry_run
+        self.want_forecast = forecast or dry_run or mode == "auto"
+        self.on_forecast = on_forecast
+        self.max_cost_usd = engine.max_cost_usd
+        self.forecast: Forecast | None = None
+        self.chosen: str | None = None
+        self.batch_runner: BatchRunner | None = None
+        self._rounds = 0
+
+    @property
+    def provider(self) -> Any:
+        """The engine's provider config."""
+        return self.engine.provider
+
+    @property
+    def structured_output(self) -> str:
+        """The provider's JSON-schema capability (read by ``core.generate``)."""
+        return self.engine.structured_output
+
+    def metadata(self) -> dict[str, Any]:
+        """Mode, dry-run flag and ``forecast_*`` values (plus batch ids when batched)."""
+        md = forecast_metadata(self.forecast, mode=self.chosen or self.mode, dry_run=self.dry_run)
+        if self.batch_runner is not None:
+            md["batch_ids"] = [j.batch_id for j in self.batch_runner.jobs if j.batch_id]
+            md["batch_resumed"] = sum(j.resumed for j in self.batch_runner.jobs)
+        return md
+
+    def _choose(self, requests: Sequence[LLMRequest]) -> str:
+        if self.want_forecast:
+            self.forecast = forecast_requests(self.engine, requests)
+            if self.on_forecast is not None:
+                self.on_forecast(f"forecast ({self.mode} mode): {self.forecast}")
+        if self.mode != "auto":
+            return self.mode
+        assert self.forecast is not None
+        return "batch" if self.forecast.to_send >= self.batch_min_requests else "online"
+
+    def run(
+        self,
+        requests: Sequence[LLMRequest],
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+    ) -> RunResults:
+        """First round: forecast, then dry run / online / batch; later rounds: online."""
+        self._rounds += 1
+        if self._rounds == 1:
+            self.chosen = "dry_run" if self.dry_run else None
+            chosen = self._choose(requests)
+            if self.dry_run:
+                results = [LLMResult(r.key, "error", error=DRY_RUN_ERROR) for r in requests]
+                return RunResults(results, RunStats(requests=len(requests), errors=len(requests)))
+            self.chosen = chosen
+            if chosen == "batch":
+                self.batch_runner = BatchRunner(self.engine, self.batch)
+                return self.batch_runner.run(requests, context=context, max_cost_usd=max_cost_usd)
+        elif self.dry_run:
+            return RunResults(
+                [LLMResult(r.key, "error", error=DRY_RUN_ERROR) for r in requests],
+                RunStats(requests=len(requests), errors=len(requests)),
+            )
+        return self.engine.run(requests, context=context, max_cost_usd=max_cost_usd)
