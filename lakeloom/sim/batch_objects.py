@@ -62,15 +62,17 @@ class SimBatch:
     times: dict[str, int] = field(default_factory=dict)
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def answered(self, delay_s: float) -> int:
+        """Lines answered so far: they are answered at an even pace over ``delay_s``."""
+        if self.started is None:
+            return 0
+        share = 1.0 if delay_s <= 0 else (time.monotonic() - self.started) / delay_s
+        return int(self.total * min(1.0, share))
+
     def counts(self, delay_s: float) -> dict[str, int]:
-        """``request_counts``: exact once ended, a linear estimate while in progress."""
-        if self.status == "in_progress" and self.started is not None:
-            share = 1.0 if delay_s <= 0 else (time.monotonic() - self.started) / delay_s
-            return {
-                "total": self.total,
-                "completed": int(self.total * min(1.0, share)),
-                "failed": 0,
-            }
+        """``request_counts``: exact once ended, a linear estimate while running."""
+        if self.status in ("in_progress", "cancelling") and self.started is not None:
+            return {"total": self.total, "completed": self.answered(delay_s), "failed": 0}
         return {"total": self.total, "completed": self.completed, "failed": self.failed}
 
     def as_json(self, delay_s: float) -> dict[str, Any]:

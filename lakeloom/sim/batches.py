@@ -298,7 +298,7 @@ class BatchSim:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(batch.cancel.wait(), timeout=cfg.batch_delay_s)
         if batch.cancel.is_set():
-            done = batch.counts(cfg.batch_delay_s)["completed"]
+            done = batch.answered(cfg.batch_delay_s)
             await self._finish(batch, lines, done, "cancelled")
         elif expire:
             await self._finish(batch, lines, len(lines) // 2, "expired")
