@@ -9,10 +9,13 @@ rows exist.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import random
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
@@ -20,8 +23,12 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lakeloom.storage.check import ensure_safe_storage
+from lakeloom.storage.env import is_s3
+from lakeloom.storage.objects import s3_store
 
 WriteMode = Literal["append", "overwrite"]
+
+_log = logging.getLogger(__name__)
 
 
 class DeltaWriteConflict(RuntimeError):
@@ -127,19 +134,64 @@ def write_table(
                     f"write to {uri} still conflicted after {max_attempts} attempts "
                     f"(predicate={predicate!r}): {exc}"
                 ) from exc
+            _log.info(
+                "commit conflict on %s (predicate=%r), attempt %d/%d: retrying from a fresh "
+                "snapshot",
+                uri,
+                predicate,
+                attempt,
+                max_attempts,
+            )
             time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-    if isinstance(target, DeltaTable):
-        return target.version()  # the writer's snapshot is advanced to its own commit
+    if isinstance(target, DeltaTable) and target.version() >= 0:
+        # usually the writer's snapshot is advanced to its own commit: confirm by the write id
+        # (a snapshot opened while another writer created the table stays at -1, and one whose
+        # commit delta-rs rebased past a concurrent writer can lag behind)
+        version = target.version()
+        if _commit_write_id(uri, version, storage_options) == write_id:
+            return version
     return _version_of_write(uri, write_id, storage_options)
 
 
 def _version_of_write(uri: str, write_id: str, storage_options: dict[str, str] | None) -> int:
-    """Find the commit stamped with ``write_id`` (a new table may race with other creators)."""
-    table = DeltaTable(uri, storage_options=storage_options)
-    for entry in table.history(limit=100):
-        if entry.get("lakeloom.write_id") == write_id:
-            return int(entry["version"])
-    return table.version()
+    """Find the commit stamped with ``write_id`` among the newest 100 versions.
+
+    Reads the commit files themselves: ``DeltaTable.history()`` numbers entries down from the
+    snapshot's version while listing commits up to the newest one in storage, so under
+    concurrent writers (seen on S3 with delta-rs 1.6.6) its version labels can be off.
+    """
+    latest = DeltaTable(uri, storage_options=storage_options).version()
+    for version in range(latest, max(-1, latest - 100), -1):
+        if _commit_write_id(uri, version, storage_options) == write_id:
+            return version
+    raise DeltaWriteConflict(f"write {write_id} to {uri} reported success but is not in its log")
+
+
+def _commit_write_id(uri: str, version: int, storage_options: dict[str, str] | None) -> str | None:
+    """The ``lakeloom.write_id`` of commit ``version`` (None when absent or unreadable)."""
+    name = f"_delta_log/{version:020d}.json"
+    try:
+        if is_s3(uri):
+            import obstore
+
+            store = s3_store(uri, storage_options or {})
+            text = bytes(obstore.get(store, name).bytes()).decode()
+        elif "://" not in uri or uri.startswith("file://"):
+            text = (Path(uri.removeprefix("file://")) / name).read_text()
+        else:  # other object stores: the history, exact when no writer raced this one
+            table = DeltaTable(uri, version=version, storage_options=storage_options)
+            return next(iter(table.history(limit=1)), {}).get("lakeloom.write_id")
+    except (FileNotFoundError, OSError):
+        return None
+    except Exception as exc:  # obstore's NotFoundError and friends
+        if type(exc).__name__ == "NotFoundError":
+            return None
+        raise
+    for line in text.splitlines():
+        if '"commitInfo"' in line:
+            info = json.loads(line).get("commitInfo") or {}
+            return info.get("lakeloom.write_id")
+    return None
 
 
 def read_table(
