@@ -18,10 +18,9 @@ from typing import Any
 import dagster as dg
 from dagster import DagsterEventType
 
+from lakeloom.assets.datasets import DATASET_TAG, OWNER_TAG, owners
 from lakeloom.notify import WebhookConfig, post_json
 
-OWNER_TAG = "lakeloom/owner"
-DATASET_TAG = "lakeloom/dataset"
 COUNTS = ("rows_ok", "rows_error", "rows_skipped", "input_tokens", "output_tokens", "requests")
 _REPORTED_TAGS = (
     OWNER_TAG,
@@ -120,7 +119,7 @@ def summarize_run(
         "run_id": run.run_id,
         "job": run.job_name,
         "url": config.run_url(run.run_id),
-        "owner": run.tags.get(OWNER_TAG),
+        "owner": run.tags.get(OWNER_TAG) or _dataset_owner(instance, partitions),
         "assets": assets,
         "partitions": partitions,
         "totals": totals,
@@ -133,6 +132,12 @@ def summarize_run(
     }
     summary["text"] = _headline(summary)
     return summary
+
+
+def _dataset_owner(instance: dg.DagsterInstance, partitions: list[str]) -> str | None:
+    """The registered owner of the run's dataset partitions, when they share one."""
+    found = {o for o in owners(instance, partitions[:100]).values() if o}
+    return found.pop() if len(found) == 1 else None
 
 
 def _records(instance: dg.DagsterInstance, run_id: str) -> Iterable[Any]:
