@@ -18,12 +18,15 @@ from lakeloom.local.llama_server import DEFAULT_LLM_PORT
 from lakeloom.resources.catalog import DuckDBCatalogResource
 from lakeloom.resources.llm import LLMResource
 from lakeloom.resources.modal import ModalResource
+from lakeloom.sensors import run_notification_sensors
 
 _LLM_URL = os.environ.get("LAKELOOM_LLM_BASE_URL", f"http://127.0.0.1:{DEFAULT_LLM_PORT}/v1")
 _EMBED_URL = os.environ.get("LAKELOOM_EMBED_BASE_URL", f"http://127.0.0.1:{DEFAULT_EMBED_PORT}/v1")
 
 defs = dg.Definitions(
     assets=DEMO_ASSETS,
+    # one JSON summary per finished run to LAKELOOM_WEBHOOK_URL (no-op when unset)
+    sensors=run_notification_sensors(),
     resources={
         "io_manager": DeltaIOManager(),
         "catalog": DuckDBCatalogResource(),
