@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.predict",
     "tests.fixtures.webhook",
     "tests.fixtures.services",
+    "tests.fixtures.local",
 ]
 
 

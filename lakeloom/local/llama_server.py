@@ -1,5 +1,8 @@
 """llama.cpp's OpenAI-compatible server for a local GGUF model, as a managed child process.
 
+The process is ``python -m lakeloom.local.llama_entry``: llama-cpp-python's own server with
+two JSON-grammar fixes (no raw control characters in strings, integer bounds).
+
 ``llama-cpp-python[server]`` serves ``/v1/chat/completions`` with grammar-constrained JSON when
 asked for ``response_format={"type": "json_object", "schema": {...}}`` (it rejects the
 ``json_schema`` type). It handles one request at a time (a lock around the model), so extra
@@ -60,11 +63,11 @@ class LlamaServerConfig(BaseModel):
         return local_llm(self.model).alias
 
     def command(self) -> list[str]:
-        """Build the ``python -m llama_cpp.server`` command line (locates the model file)."""
+        """Build the server command line (locates the model file; see `llama_entry`)."""
         spec = local_llm(self.model)
         gguf = self.gguf or spec.locate()
         cmd = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "lakeloom.local.llama_entry",
             "--model", str(gguf),
             "--model_alias", self.served_alias,
             "--host", self.host,

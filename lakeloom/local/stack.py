@@ -34,7 +34,10 @@ from lakeloom.settings import data_dir
 Role = Literal["llm", "embeddings"]
 ROLES: tuple[Role, ...] = ("llm", "embeddings")
 LLM_MODEL_ENV = "LAKELOOM_LOCAL_LLM"
-_MARKERS: dict[Role, str] = {"llm": "llama_cpp.server", "embeddings": "lakeloom.local.embed_app"}
+_MARKERS: dict[Role, str] = {
+    "llm": "lakeloom.local.llama_entry",
+    "embeddings": "lakeloom.local.embed_app",
+}
 
 
 class ServerInfo(BaseModel):
