@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Debian packages the tests use (real Redis for the shared limiter, Chromium for the UI test);
 # installed once when root.
-$(DEB_STAMP):
+$(DEB_STAMP): Makefile
 	@mkdir -p $(dir $@)
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
