@@ -17,6 +17,7 @@ No ``from __future__ import annotations`` here: Dagster reads the asset function
 at definition time and needs real types, not strings.
 """
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -26,6 +27,14 @@ import polars as pl
 from dagster import AssetExecutionContext
 
 from lakeloom.assets import checks
+from lakeloom.assets.backfill import (
+    LLMColumn,
+    attach,
+    column_settings,
+    dry_run_events,
+    make_runner,
+    run_options,
+)
 from lakeloom.assets.error_report import LLMAssetConfig, prepare_rerun, record_errors
 from lakeloom.assets.upstream import Source, resolve_source
 from lakeloom.core.embed import run_embed
@@ -33,6 +42,8 @@ from lakeloom.core.generate import run_generate
 from lakeloom.core.hashing import canonical_json
 from lakeloom.core.provenance import PROVENANCE_DESCRIPTIONS, PROVENANCE_SCHEMA, ColumnStats
 from lakeloom.core.specs import EmbedSpec, GenerateSpec
+from lakeloom.engine.batch_api import BatchSettings
+from lakeloom.engine.modes import Mode, ModeRunner
 from lakeloom.engine.types import RunContext
 from lakeloom.io_managers.partitions import dimensions
 
@@ -131,6 +142,7 @@ def _build(
     io_manager_key: str,
     metadata: Mapping[str, Any] | None,
     kind: str,
+    column: LLMColumn,
 ) -> dg.AssetsDefinition:
     source_key, source_partitions, source_meta = resolve_source(source)
     partitions = partitions_def if partitions_def is not None else source_partitions
@@ -173,6 +185,7 @@ def _build(
         io_manager_key=io_manager_key,
         check_specs=check_specs(asset_key),
         kinds={"polars", "deltalake"},
+        output_required=False,  # a dry run (lakeloom/dry_run) materializes nothing
     )
     def _asset(
         context: AssetExecutionContext, upstream: pl.DataFrame, config: LLMAssetConfig
@@ -197,9 +210,23 @@ def _build(
             upstream=upstream,
             keep=keep,
         )
+        mode, dry_run = run_options(context.run.tags, config, column)
+        runners: list[ModeRunner] = []
+
+        def runner_for(engine: Any) -> ModeRunner:
+            runners.append(
+                make_runner(engine, column, mode=mode, dry_run=dry_run, log=context.log.info)
+            )
+            return runners[-1]
+
         frame, stats, extra = compute(
-            resource, rerun.to_send if rerun else upstream, keep, run, context.log.info
+            resource, rerun.to_send if rerun else upstream, keep, run, context.log.info, runner_for
         )
+        if runners:
+            extra = extra | runners[-1].metadata()
+        if dry_run:  # forecast only: nothing was sent, nothing is materialized
+            yield from dry_run_events(context, asset_key, runners[-1])
+            return
         if rerun:
             frame = rerun.merge(frame, stats)
         extra = extra | record_errors(
@@ -220,7 +247,7 @@ def _build(
         yield checks.check_ok_ratio(frame, min_ok_ratio)
         yield from extra_checks(frame)
 
-    return _asset
+    return attach(_asset, dataclasses.replace(column, source_key=source_key, keep=tuple(keep)))
 
 
 def _prefix(key_prefix: str | Sequence[str] | None) -> list[str]:
@@ -257,11 +284,18 @@ def embedding_asset(
     backfill_policy: dg.BackfillPolicy | None = None,
     io_manager_key: str = "io_manager",
     metadata: Mapping[str, Any] | None = None,
+    mode: Mode = "online",
+    batch_min_requests: int = 1_000,
+    batch_max_wait_s: float | None = None,
+    batch: BatchSettings | None = None,
 ) -> dg.AssetsDefinition:
     """Declare an asset with ``key`` columns + a ``list[f32]`` embedding of ``column`` per row.
 
     Partitions come from ``source`` (or ``partitions_def``); the pool defaults to
     ``llm-<resource_key>``; ``backfill_policy`` defaults to one run for any number of partitions.
+    ``mode`` is ``online``, ``batch`` (OpenAI Batch API, half price, up to 24 h) or ``auto`` (batch
+    when at least ``batch_min_requests`` requests miss the cache; needs ``batch_max_wait_s``);
+    see :mod:`lakeloom.assets.backfill` for run tags and dry runs.
 
     Examples:
         >>> vectors = embedding_asset(  # doctest: +SKIP
@@ -276,9 +310,25 @@ def embedding_asset(
         batch_size=batch_size,
     )
     width = f"list<float32>[{dimensions}]" if dimensions else "list<float32>"
+    column = column_settings(
+        "embed",
+        spec,
+        resource_key,
+        mode=mode,
+        batch=batch,
+        batch_min_requests=batch_min_requests,
+        batch_max_wait_s=batch_max_wait_s,
+    )
 
-    def compute(resource: Any, upstream: pl.DataFrame, keep: list[str], run: RunContext, log: Any):
-        engine = resource.engine(progress=log)
+    def compute(
+        resource: Any,
+        upstream: pl.DataFrame,
+        keep: list[str],
+        run: RunContext,
+        log: Any,
+        runner_for: Callable[[Any], Any] = lambda engine: engine,
+    ):
+        engine = runner_for(resource.engine(progress=log))
         frame, stats = run_embed(upstream, spec, engine, keep=keep, context=run)
         widths = frame[output_column].list.len().drop_nulls().unique().to_list()
         return frame, stats, {"model": model, "spec_version": spec.version, "widths": widths}
@@ -310,6 +360,7 @@ def embedding_asset(
         io_manager_key=io_manager_key,
         metadata=metadata,
         kind="embed",
+        column=column,
     )
 
 
@@ -339,12 +390,18 @@ def generated_asset(
     backfill_policy: dg.BackfillPolicy | None = None,
     io_manager_key: str = "io_manager",
     metadata: Mapping[str, Any] | None = None,
+    mode: Mode = "online",
+    batch_min_requests: int = 1_000,
+    batch_max_wait_s: float | None = None,
+    batch: BatchSettings | None = None,
 ) -> dg.AssetsDefinition:
     """Declare an asset with ``key`` columns + one typed LLM answer per row of ``source``.
 
     ``prompt`` is a ``str.format`` template over the source's columns (checked now against its
     declared column schema, and again against the real frame before any request); ``output`` is
-    a Pydantic model, an Enum, a ``Literal[...]`` or ``str``.
+    a Pydantic model, an Enum, a ``Literal[...]`` or ``str``. ``mode``, ``batch_min_requests``,
+    ``batch_max_wait_s`` and ``batch`` choose online or Batch API runs, as in ``embedding_asset``
+    (repair rounds after a batch always go online).
 
     Examples:
         >>> labels = generated_asset(  # doctest: +SKIP
@@ -364,9 +421,25 @@ def generated_asset(
     )
     schema = spec.schema
     allowed = schema.allowed
+    column = column_settings(
+        "generate",
+        spec,
+        resource_key,
+        mode=mode,
+        batch=batch,
+        batch_min_requests=batch_min_requests,
+        batch_max_wait_s=batch_max_wait_s,
+    )
 
-    def compute(resource: Any, upstream: pl.DataFrame, keep: list[str], run: RunContext, log: Any):
-        engine = resource.engine(progress=log)
+    def compute(
+        resource: Any,
+        upstream: pl.DataFrame,
+        keep: list[str],
+        run: RunContext,
+        log: Any,
+        runner_for: Callable[[Any], Any] = lambda engine: engine,
+    ):
+        engine = runner_for(resource.engine(progress=log))
         mode = resource.structured_output
         frame, stats = run_generate(
             upstream, spec, engine, keep=keep, structured_output=mode, context=run
@@ -412,6 +485,7 @@ def generated_asset(
         io_manager_key=io_manager_key,
         metadata=metadata,
         kind="generate",
+        column=column,
     )
 
 

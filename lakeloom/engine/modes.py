@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from lakeloom.engine.batch_api import BatchRunner, BatchSettings
+from lakeloom.engine.calibrate import calibrate
 from lakeloom.engine.forecast import Forecast
 from lakeloom.engine.results import RunResults, RunStats
 from lakeloom.engine.runner import Engine
@@ -44,17 +45,24 @@ def current_limits(engine: Engine) -> tuple[float | None, float | None, str]:
     return None, None, "unknown"
 
 
-def forecast_requests(engine: Engine, requests: Sequence[LLMRequest]) -> Forecast:
-    """Forecast ``requests`` on ``engine`` at its current limits; sends nothing."""
+def forecast_requests(engine: Engine, requests: Sequence[LLMRequest]) -> tuple[Forecast, str]:
+    """Forecast ``requests`` at the current limits, input tokens calibrated; sends nothing.
+
+    Returns the forecast and where its input tokens come from (see ``calibrate``).
+    """
     rpm, tpm, _ = current_limits(engine)
-    return engine.forecast_requests(requests, rpm=rpm, tpm=tpm)
+    return calibrate(engine, requests, engine.forecast_requests(requests, rpm=rpm, tpm=tpm))
 
 
-def forecast_metadata(forecast: Forecast | None, *, mode: str, dry_run: bool) -> dict[str, Any]:
+def forecast_metadata(
+    forecast: Forecast | None, *, mode: str, dry_run: bool, input_basis: str | None = None
+) -> dict[str, Any]:
     """Flat ``forecast_*`` values for materialization metadata."""
     md: dict[str, Any] = {"mode": mode, "dry_run": dry_run}
     if forecast is None:
         return md
+    if input_basis:
+        md["forecast_input_basis"] = input_basis
     for name, value in forecast.as_metadata().items():
         if name != "models":
             md[f"forecast_{name}"] = value
@@ -94,6 +102,7 @@ class ModeRunner:
         self.on_forecast = on_forecast
         self.max_cost_usd = engine.max_cost_usd
         self.forecast: Forecast | None = None
+        self.input_basis: str | None = None
         self.chosen: str | None = None
         self.batch_runner: BatchRunner | None = None
         self._rounds = 0
@@ -110,7 +119,12 @@ class ModeRunner:
 
     def metadata(self) -> dict[str, Any]:
         """Mode, dry-run flag and ``forecast_*`` values (plus batch ids when batched)."""
-        md = forecast_metadata(self.forecast, mode=self.chosen or self.mode, dry_run=self.dry_run)
+        md = forecast_metadata(
+            self.forecast,
+            mode=self.chosen or self.mode,
+            dry_run=self.dry_run,
+            input_basis=self.input_basis,
+        )
         if self.batch_runner is not None:
             md["batch_ids"] = [j.batch_id for j in self.batch_runner.jobs if j.batch_id]
             md["batch_resumed"] = sum(j.resumed for j in self.batch_runner.jobs)
@@ -118,7 +132,7 @@ class ModeRunner:
 
     def _choose(self, requests: Sequence[LLMRequest]) -> str:
         if self.want_forecast:
-            self.forecast = forecast_requests(self.engine, requests)
+            self.forecast, self.input_basis = forecast_requests(self.engine, requests)
             if self.on_forecast is not None:
                 self.on_forecast(f"forecast ({self.mode} mode): {self.forecast}")
         if self.mode != "auto":

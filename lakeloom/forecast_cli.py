@@ -1,0 +1,73 @@
+"""``lakeloom forecast``: what a backfill of an LLM asset would send, cost and take; sends nothing.
+
+Examples::
+
+    lakeloom forecast review_labels --partitions movies,tweets
+    lakeloom forecast review_labels --all --mode batch --json
+    lakeloom forecast labels -m my_project.definitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import dagster as dg
+
+from lakeloom.engine.cost import UnknownModelError
+from lakeloom.engine.plan import ContextWindowError, EmptyInputError, InvalidRequestError
+from lakeloom.forecast import ForecastError, forecast_asset, load_definitions
+
+_ERRORS = (
+    ForecastError,
+    UnknownModelError,
+    ContextWindowError,
+    EmptyInputError,
+    InvalidRequestError,
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``lakeloom forecast``."""
+    parser = subparsers.add_parser(
+        "forecast",
+        help="forecast rows, cache hits, tokens, cost and duration of an LLM asset (sends nothing)",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("asset", help="asset key, e.g. review_labels or prefix/name")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--partitions", help="comma-separated partition keys")
+    which.add_argument("--all", action="store_true", help="every upstream row (the default)")
+    parser.add_argument(
+        "--mode",
+        choices=("online", "batch", "auto"),
+        help="mode to forecast (default: the asset's own mode)",
+    )
+    parser.add_argument(
+        "-m",
+        "--module",
+        default="lakeloom.definitions",
+        help="module holding the Definitions (pkg.mod or pkg.mod:attr)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the forecast; exit 2 on a problem with the asset or its input."""
+    partitions = None
+    if args.partitions:
+        partitions = [p.strip() for p in args.partitions.split(",") if p.strip()]
+    try:
+        defs = load_definitions(args.module)
+        result = forecast_asset(defs, args.asset, partitions=partitions, mode=args.mode)
+    except _ERRORS as exc:
+        print(f"lakeloom forecast: {exc}", file=sys.stderr)
+        return 2
+    except dg.Failure as exc:  # e.g. the upstream partitions were never materialized
+        print(f"lakeloom forecast: {exc.description}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.as_dict(), default=str) if args.json else result.render())
+    return 0
