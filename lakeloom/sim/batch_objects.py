@@ -71,7 +71,7 @@ class SimBatch:
 
     def counts(self, delay_s: float) -> dict[str, int]:
         """``request_counts``: exact once ended, a linear estimate while running."""
-        if self.status in ("in_progress", "cancelling") and self.started is not None:
+        if self.status in ("in_progress", "finalizing", "cancelling") and self.started:
             return {"total": self.total, "completed": self.answered(delay_s), "failed": 0}
         return {"total": self.total, "completed": self.completed, "failed": self.failed}
 
