@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,9 @@ class PartitionRun:
     error: str | None = None
 
 
-def _execute(job_ref: str, partition: str, tags: Mapping[str, str]) -> PartitionRun:
+def _execute(
+    job_ref: str, partition: str, tags: Mapping[str, str], run_config: Mapping[str, Any]
+) -> PartitionRun:
     """In a worker process: rebuild the job from ``module:function`` and run one partition."""
     import dagster as dg
 
@@ -41,6 +44,7 @@ def _execute(job_ref: str, partition: str, tags: Mapping[str, str]) -> Partition
             dg.reconstructable(job_fn),
             instance,
             tags={**tags, "dagster/partition": partition},
+            run_config=dict(run_config),
             raise_on_error=False,
         )
         error = None if result.success else _failure(result.all_events)
@@ -72,11 +76,13 @@ def run_partitions(
     *,
     workers: int = 2,
     tags: Mapping[str, str] | None = None,
+    log_level: str = "INFO",
 ) -> list[PartitionRun]:
     """Run ``job_ref`` (``"module:function"`` returning a partitioned job) once per partition.
 
     Runs execute in ``workers`` separate processes (spawned, so each imports the job cleanly);
-    results come back in partition order. A failed run is reported, not raised.
+    results come back in partition order. A failed run is reported, not raised. ``log_level``
+    is the runs' console log level.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -87,5 +93,6 @@ def run_partitions(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         list(pool.map(_warm, [job_ref] * workers))
-        futures = [pool.submit(_execute, job_ref, p, dict(tags or {})) for p in partitions]
+        config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+        futures = [pool.submit(_execute, job_ref, p, dict(tags or {}), config) for p in partitions]
         return [f.result() for f in futures]
