@@ -22,7 +22,9 @@ import asyncio
 import csv
 import json
 import os
+import signal
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -134,4 +136,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # Servers run in their own sessions: turn SIGTERM into an exit so `with` blocks stop them.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     asyncio.run(main())

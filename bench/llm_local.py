@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import csv
 import json
+import signal
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -175,4 +177,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # Servers run in their own sessions: turn SIGTERM into an exit so `with` blocks stop them.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     asyncio.run(main())

@@ -8,6 +8,13 @@ from lakeloom.local import stack
 from lakeloom.local.process import free_port, port_is_free
 
 
+@pytest.fixture(autouse=True)
+def _always_down():
+    """Servers started by `up` are detached: stop them even when an assertion fails."""
+    yield
+    stack.down()
+
+
 def test_bad_port_setting_is_named(monkeypatch):
     monkeypatch.setenv("LAKELOOM_EMBED_PORT", "eighty")
     with pytest.raises(ValueError, match="LAKELOOM_EMBED_PORT='eighty' is not a port"):
