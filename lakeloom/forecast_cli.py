@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -61,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if args.partitions:
         partitions = [p.strip() for p in args.partitions.split(",") if p.strip()]
     try:
-        defs = load_definitions(args.module)
+        with warnings.catch_warnings():  # Dagster's beta/preview notices are not for this report
+            warnings.simplefilter("ignore")
+            defs = load_definitions(args.module)
         result = forecast_asset(defs, args.asset, partitions=partitions, mode=args.mode)
     except _ERRORS as exc:
         print(f"lakeloom forecast: {exc}", file=sys.stderr)
