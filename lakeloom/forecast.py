@@ -93,8 +93,8 @@ class AssetForecast:
             f"  requests to send   {d['requests_to_send']:>14,}",
             f"  input tokens       {d['input_tokens']:>14,}  ({self.input_basis})",
             f"  output tokens      {d['output_tokens']:>14,}  ({d['output_basis']})",
-            f"  online             ${fc.online_usd:>13,.4f}  {duration}{mark.get(self.mode, '')}",
-            f"  batch              ${fc.batch_usd:>13,.4f}  {BATCH_WINDOW}{batch_mark}",
+            f"  online USD         {fc.online_usd:>14,.4f}  {duration}{mark.get(self.mode, '')}",
+            f"  batch USD          {fc.batch_usd:>14,.4f}  {BATCH_WINDOW}{batch_mark}",
             "nothing was sent.",
         ]
         return "\n".join(lines)
