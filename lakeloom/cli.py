@@ -18,6 +18,7 @@ COMMANDS: list[str] = [
     "lakeloom.local.cli",
     "lakeloom.forecast_cli",
     "lakeloom.datasets_cli",
+    "lakeloom.reports_cli",
 ]
 
 

@@ -86,7 +86,7 @@ def failed_rows(
 
 
 def summary_markdown(
-    failed: pl.DataFrame, *, asset: str, run_id: str, total_rows: int, top: int = 10
+    failed: pl.DataFrame, *, asset: str, run_id: str, total_rows: int | None, top: int = 10
 ) -> str:
     """Markdown: how many rows failed, the top reasons with counts, how to see and re-run them."""
     if failed.is_empty():
@@ -98,8 +98,9 @@ def summary_markdown(
     )
     parts = sorted(p for p in failed["partition"].unique().to_list() if p is not None)
     where = f" (partitions: {', '.join(parts[:10])}{' …' if len(parts) > 10 else ''})"
+    counted = f"{failed.height} of {total_rows}" if total_rows is not None else str(failed.height)
     lines = [
-        f"**{failed.height} of {total_rows} rows failed** in `{asset}`{where if parts else ''}.",
+        f"**{counted} rows failed** in `{asset}`{where if parts else ''}.",
         "",
         "| reason | rows | example |",
         "|---|---:|---|",

@@ -7,6 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from lakeloom.assets.factories import generated_asset
+from lakeloom.cli import main as lakeloom
 from lakeloom.reports import (
     ERRORS_TABLE,
     read_error_report,
@@ -14,6 +15,7 @@ from lakeloom.reports import (
     summary_markdown,
     write_error_report,
 )
+from lakeloom.reports_cli import rerun_command
 from lakeloom.resources.llm import LLMResource
 from lakeloom.settings import Storage
 from tests.fixtures.delta_io import read
@@ -177,6 +179,40 @@ def test_report_of_a_retried_step_replaces_its_rows(storage: Storage):
         healed, asset="y", run_id="r2", keys=["id"], partition_columns=[], storage=storage
     )
     assert clean.uri is None  # nothing to record, nothing written
+
+
+def test_errors_cli_prints_reasons_rows_and_the_rerun_command(storage: Storage, capsys):
+    frame = pl.DataFrame(
+        {
+            "ticket": ["t1", "t2", "t3"],
+            "shop": ["north"] * 3,
+            "_status": ["error", "ok", "error"],
+            "_error": ["HTTP 503: busy", None, "HTTP 503: busy"],
+            "_request_hash": ["h1", "h2", "h3"],
+            "_model": ["m"] * 3,
+            "_attempts": [1, 1, 1],
+        }
+    )
+    write_error_report(
+        frame,
+        asset="ticket_triage",
+        run_id="run-1",
+        keys=["ticket"],
+        partition_columns=["shop"],
+        storage=storage,
+    )
+    assert lakeloom(["errors", "--run", "run-1"]) == 0
+    out = capsys.readouterr().out
+    assert "**2 rows failed** in `ticket_triage` (partitions: north)" in out
+    assert "| HTTP 503 | 2 |" in out and '{"ticket": "t3"}' in out
+    assert (
+        "dagster asset materialize -m lakeloom.definitions --select ticket_triage "
+        "--partition north --config-json "
+        '\'{"ops": {"ticket_triage": {"config": {"only_failed": true}}}}\'' in out
+    )
+    assert lakeloom(["errors", "--run", "nope"]) == 0
+    assert "no failed rows" in capsys.readouterr().out
+    assert "--partition-range a...c" in rerun_command("x", ["a", "b", "c"])
 
 
 def test_summary_markdown_escapes_and_caps_reasons():
