@@ -346,8 +346,8 @@ def embedding_asset(
         pool=pool,
         partitions_def=partitions_def,
         group_name=group_name,
-        description=description or f"Embeddings of {column!r} with {model}.",
-        value_column=(output_column, width, f"embedding of {column!r} by {model}"),
+        description=description or f"Embeddings of {spec.column!r} with {model}.",
+        value_column=(output_column, width, f"embedding of {spec.column!r} by {model}"),
         check_specs=_ok_ratio_specs(
             min_ok_ratio, blocking, lambda k: [checks.embedding_width_spec(k)]
         ),
