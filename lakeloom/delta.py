@@ -125,7 +125,12 @@ def write_table(
                 partition_by=list(partition_by) if partition_by else None,
                 storage_options=storage_options,
                 schema_mode=schema_mode,
-                commit_properties=CommitProperties(custom_metadata=custom),
+                commit_properties=CommitProperties(
+                    custom_metadata=custom,
+                    # an overwrite must land on the snapshot it read: delta-rs's own rebase of a
+                    # predicate overwrite onto a concurrent one can keep both writers' rows
+                    max_commit_retries=0 if mode == "overwrite" else None,
+                ),
             )
             break
         except CommitFailedError as exc:

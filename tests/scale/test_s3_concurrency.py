@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 from deltalake import DeltaTable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,11 +67,6 @@ def test_two_processes_committing_different_partitions_both_land(s3_root):
     assert got == [("left", "a", int(last), 500), ("right", "b", int(last), 500)]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (issue 10, open): two concurrent predicate overwrites of one partition on "
-    "S3 sometimes both keep their rows (1,000 instead of 500); seen 2026-11-25, not yet fixed",
-)
 def test_two_processes_overwriting_one_partition_end_with_one_winner(s3_root):
     uri = s3_root.table_uri("assets", "contested")
     a, b = run_writers(uri, [("same", "a"), ("same", "b")])
