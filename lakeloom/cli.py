@@ -16,6 +16,7 @@ COMMANDS: list[str] = [
     "lakeloom.modal_apps.cli",
     "lakeloom.engine.cli",
     "lakeloom.local.cli",
+    "lakeloom.storage.cli",
     "lakeloom.forecast_cli",
     "lakeloom.datasets_cli",
     "lakeloom.reports_cli",

@@ -145,3 +145,18 @@ def test_options_from_env_vars_and_secrets_stay_out_of_repr(monkeypatch):
     monkeypatch.setenv("LAKELOOM_STORAGE_ROOT", "/tmp/local-root")
     monkeypatch.setenv("LAKELOOM_STORAGE_OPTIONS", "{}")
     assert Storage.from_env().storage_options == {}  # AWS_* do not leak into local roots
+
+
+def test_storage_check_cli(s3_root, capsys, monkeypatch):
+    from lakeloom.cli import main
+
+    assert main(["storage", "check"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "ok: the store honours" in out
+        and s3_root.storage_options["AWS_SECRET_ACCESS_KEY"] not in out
+    )
+    monkeypatch.setenv("LAKELOOM_S3_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("LAKELOOM_STORAGE_OPTIONS")
+    assert main(["storage", "check"]) == 2
+    assert "refused: cannot write" in capsys.readouterr().err
