@@ -114,3 +114,30 @@ def test_celery_worker_backfill_stays_under_the_shared_limit(
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+
+
+K8S_RUN_CONFIG = {  # the README's "Kubernetes" run config, validated here (no cluster needed)
+    "execution": {
+        "config": {
+            "job_namespace": "lakeloom",
+            "max_concurrent": 8,
+            "env_secrets": ["lakeloom-s3", "lakeloom-openai"],
+            "env_vars": ["LAKELOOM_STORAGE_ROOT", "LAKELOOM_LIMITER_URL", "LAKELOOM_EXECUTOR=k8s"],
+            "step_k8s_config": {
+                "container_config": {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}
+            },
+        }
+    }
+}
+
+
+def test_documented_k8s_executor_config_validates(monkeypatch):
+    import dagster as dg
+
+    monkeypatch.setenv("LAKELOOM_EXECUTOR", "k8s")
+    from tests.scale.partition_job import partition_job
+
+    job = partition_job()
+    assert job.executor_def.name == "k8s"
+    resolved = dg.validate_run_config(job, K8S_RUN_CONFIG)["execution"]["k8s"]
+    assert resolved["job_namespace"] == "lakeloom" and resolved["max_concurrent"] == 8
