@@ -96,8 +96,8 @@ class SharedLimiter(RateLimiter):
                     while waiter.admit_at is None:
                         await self._dispatch()
             finally:
-                if waiter.admit_at is None:
-                    self._queue.remove(waiter)
+                if waiter.admit_at is None and waiter in self._queue:
+                    self._queue.remove(waiter)  # cancelled while queued
             delay = waiter.admit_at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -144,7 +144,8 @@ class SharedLimiter(RateLimiter):
         self._refresh_at = after + self.refresh_s
         for waiter, wait in zip(batch, decision.waits, strict=False):
             waiter.admit_at = mono_now + wait
-            self._queue.popleft()
+        # by identity, not popleft: a waiter cancelled during the exchange has left the queue
+        self._queue = deque(w for w in self._queue if w.admit_at is None)
         if not decision.waits:
             await asyncio.sleep(max(0.001, decision.retry_in - self.tuning.horizon_s / 2))
 

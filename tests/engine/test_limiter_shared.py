@@ -221,3 +221,40 @@ def test_sqlite_file_from_an_older_schema_is_upgraded(tmp_path):
     limiter = SharedLimiter("k", store)
     asyncio.run(limiter.acquire(1))  # learned 600 rpm from the old row: paced, no error
     assert limiter._limited
+
+
+class GatedStore(MemoryStore):
+    """The real in-memory store whose exchange waits on a gate (to cancel someone meanwhile)."""
+
+    def __init__(self):
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def exchange(self, *args, **kwargs):
+        self.entered.set()
+        await self.gate.wait()
+        return await super().exchange(*args, **kwargs)
+
+
+def test_a_waiter_cancelled_during_an_exchange_does_not_strand_the_others(request):
+    """The CI hang: cancelling a queued waiter mid-exchange once made another spin forever."""
+
+    async def run():
+        store = GatedStore()
+        limiter = SharedLimiter(request.node.name, store, rpm=60_000)
+        async with limiter._loop_lock():  # let three queue up, so one exchange takes all three
+            tasks = [asyncio.create_task(limiter.acquire(1)) for _ in range(3)]
+            await asyncio.sleep(0.01)
+        await store.entered.wait()
+        tasks.append(asyncio.create_task(limiter.acquire(1)))  # queued behind the exchange
+        await asyncio.sleep(0.01)
+        tasks[1].cancel()
+        await asyncio.sleep(0.01)
+        store.gate.set()
+        others = [tasks[0], tasks[2], tasks[3]]
+        done = await asyncio.wait_for(asyncio.gather(*others), timeout=5)
+        return done, tasks[1].cancelled(), len(limiter._queue)
+
+    admissions, cancelled, left = asyncio.run(run())
+    assert [a.reserved_tokens for a in admissions] == [1, 1, 1]
+    assert cancelled and left == 0
