@@ -83,8 +83,9 @@ def main() -> int:
     _stop_on_sigterm()
     instance = dg.DagsterInstance.get()
     with local_models():
-        _materialize([demo.reviews, demo.review_embeddings, demo.review_labels], instance,
-                     partitioned=True)
+        _materialize(
+            [demo.reviews, demo.review_embeddings, demo.review_labels], instance, partitioned=True
+        )
         _materialize([demo.sentiment_cv, demo.sentiment_model], instance, partitioned=False)
         _materialize([demo.sentiment_predictions], instance, partitioned=True)
     con = Catalog(Storage.from_env()).connect()
@@ -92,7 +93,7 @@ def main() -> int:
     print(con.sql(CV_QUERY))
     print(f"\n{DEMO_QUERY}\n")
     print(con.sql(DEMO_QUERY))
-    print("Explore: `make ui` (Dagster UI), `.venv/bin/lakeloom sql \"SELECT ...\"`.")
+    print('Explore: `make ui` (Dagster UI), `.venv/bin/lakeloom sql "SELECT ..."`.')
     return 0
 
 
