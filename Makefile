@@ -15,7 +15,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-fast ui lint bench clean
+.PHONY: install demo demo-scale test test-fast ui lint bench clean
 
 install: $(STAMP) $(DEB_STAMP) $(DAGSTER_HOME)/dagster.yaml
 
@@ -46,8 +46,14 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: install
 	$(BIN)/python -m lakeloom.demo
 
+# The scale profile: moto_server (S3) and redis-server on 127.0.0.1, two worker processes, the SQL
+# result read from S3; every service stopped by PID. Options: make demo-scale ARGS="--executor celery"
+demo-scale: install
+	$(BIN)/python -m lakeloom.scale.demo $(ARGS)
+
 test: install
 	$(BIN)/ruff check lakeloom tests bench
+	$(BIN)/ruff format --check lakeloom tests bench
 	$(BIN)/pytest -q -ra
 
 test-fast: install

@@ -12,6 +12,7 @@ import os
 import dagster as dg
 
 from lakeloom.assets.demo import DEMO_ASSETS, EMBEDDING_MODEL, LLM_MODEL
+from lakeloom.executors import executor_from_env
 from lakeloom.io_managers import DeltaIOManager
 from lakeloom.local.embed_server import DEFAULT_EMBED_PORT
 from lakeloom.local.llama_server import DEFAULT_LLM_PORT
@@ -27,6 +28,8 @@ defs = dg.Definitions(
     assets=DEMO_ASSETS,
     # one JSON summary per finished run to LAKELOOM_WEBHOOK_URL (no-op when unset)
     sensors=run_notification_sensors(),
+    # LAKELOOM_EXECUTOR=in_process | multiprocess | celery | k8s (lakeloom.executors)
+    executor=executor_from_env(),
     resources={
         "io_manager": DeltaIOManager(),
         "catalog": DuckDBCatalogResource(),

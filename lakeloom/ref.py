@@ -165,8 +165,18 @@ def _key_parts(asset_key: str | Sequence[str] | Any) -> tuple[str, ...]:
 
 
 def _lineage(uri: str, version: int, options: dict[str, str]) -> list[tuple[int, CommitLineage]]:
-    history = DeltaTable(uri, storage_options=options or None).history()
-    return lineage_history(history, upto=version)
+    """Lineage of the commits up to ``version``, newest first.
+
+    ``history()`` numbers its entries down from the snapshot's version but lists the log as it
+    is when called, so a commit landing in between shifts every label: read again until no
+    writer raced the read.
+    """
+    for _ in range(10):
+        table = DeltaTable(uri, storage_options=options or None)
+        history = table.history()
+        if DeltaTable(uri, storage_options=options or None).version() == table.version():
+            return lineage_history(history, upto=version)
+    raise RefError(f"{uri} kept changing while its history was read; try again")
 
 
 def _writer_of(entries: list[tuple[int, CommitLineage]], partition: str) -> CommitLineage | None:
