@@ -20,7 +20,7 @@ at definition time and needs real types, not strings.
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import polars as pl
@@ -272,6 +272,7 @@ def embedding_asset(
     output_column: str = "embedding",
     dimensions: int | None = None,
     batch_size: int = 128,
+    encoding_format: Literal["base64", "float"] = "base64",
     resource_key: str = "embedder",
     pool: str | None = None,
     partitions_def: dg.PartitionsDefinition | None = None,
@@ -308,6 +309,7 @@ def embedding_asset(
         output_column=output_column,
         dimensions=dimensions,
         batch_size=batch_size,
+        encoding_format=encoding_format,
     )
     width = f"list<float32>[{dimensions}]" if dimensions else "list<float32>"
     column = column_settings(

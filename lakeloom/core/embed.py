@@ -15,6 +15,8 @@ by the first answer, and checked on every vector.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -67,10 +69,21 @@ def content_batches(
 
 
 def _body(spec: EmbedSpec, texts: list[str]) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": spec.model, "input": texts, "encoding_format": "float"}
+    body: dict[str, Any] = {
+        "model": spec.model,
+        "input": texts,
+        "encoding_format": spec.encoding_format,
+    }
     if spec.dimensions is not None:
         body["dimensions"] = spec.dimensions
     return body
+
+
+def _decode(embedding: str | list[float]) -> np.ndarray | list[float]:
+    """One vector: base64 little-endian float32, or JSON floats (servers that ignore the ask)."""
+    if isinstance(embedding, str):
+        return np.frombuffer(base64.b64decode(embedding, validate=True), dtype="<f4")
+    return embedding
 
 
 def _vectors(result: LLMResult, count: int, width: int | None) -> np.ndarray:
@@ -80,8 +93,8 @@ def _vectors(result: LLMResult, count: int, width: int | None) -> np.ndarray:
         raise ValueError(f"provider returned {len(data)} vectors for {count} inputs")
     ordered = sorted(data, key=lambda d: d.get("index", 0))
     try:
-        matrix = np.asarray([d["embedding"] for d in ordered], dtype=np.float32)
-    except (KeyError, TypeError, ValueError) as exc:
+        matrix = np.asarray([_decode(d["embedding"]) for d in ordered], dtype=np.float32)
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise ValueError(f"malformed embeddings in the response: {exc}") from None
     if matrix.ndim != 2:
         raise ValueError("vectors in one response have different widths")

@@ -66,9 +66,14 @@ class EmbedSpec(_Spec):
     batch_size: int = Field(
         128, ge=1, le=2048, description="Texts per embeddings request (the API takes lists)."
     )
+    encoding_format: Literal["base64", "float"] = Field(
+        "base64",
+        description="Wire format of the vectors: base64 float32 (compact and cheap to parse; "
+        "OpenAI, Azure, vLLM, TEI, llama.cpp) or JSON floats for servers without base64.",
+    )
 
     def fingerprint(self) -> dict[str, Any]:
-        """Column, model and width change the vectors; batch size does not."""
+        """Column, model and width change the vectors; batch size and wire format do not."""
         return {
             "kind": "embed",
             "column": self.column,

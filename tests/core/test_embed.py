@@ -61,6 +61,23 @@ def test_requested_dimensions_and_batching(sim_resource):
     assert 300 / 32 <= stats.requests <= 300 / 4  # about one request per 16 texts
 
 
+def test_base64_and_float_wire_formats_give_the_same_vectors(sim_resource):
+    sim, resource = sim_resource(embedding_dim=48)
+    df = pl.DataFrame({"id": range(20), "text": texts(20)})
+    out = {}
+    for fmt in ("base64", "float"):
+        spec = EmbedSpec(column="text", model="sim-embed", encoding_format=fmt)
+        out[fmt], _ = run_embed(df, spec, resource.engine(), keep=["id"])
+    assert out["base64"]["_status"].unique().to_list() == ["ok"]
+    exact, rounded = (np.asarray(out[f]["embedding"].to_list()) for f in ("base64", "float"))
+    assert np.abs(exact - rounded).max() < 1e-5  # the simulator's JSON floats are rounded
+    assert sim.stats()["served"] == 2  # the format is part of the request: each sent once
+    assert (
+        EmbedSpec(column="t", model="m", encoding_format="float").fingerprint()
+        == EmbedSpec(column="t", model="m").fingerprint()
+    )  # same vectors, same code version
+
+
 def test_content_defined_batches_survive_an_inserted_row():
     def keys(items: list[str]) -> set[tuple[str, ...]]:
         ordered = sorted(items, key=lambda t: hashlib.blake2b(t.encode()).digest())
