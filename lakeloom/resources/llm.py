@@ -81,6 +81,11 @@ class LLMResource(dg.ConfigurableResource):
         default=None, ge=0, description="Budget of one run; the engine stops before exceeding it."
     )
     cache: bool = Field(default=True, description="Reuse paid responses (cache keyed by request).")
+    cache_namespace: str = Field(
+        default="",
+        description="Mixed into every cache key: give two providers serving the same model name "
+        "(a simulator and the real server, two fine-tunes behind one name) different namespaces.",
+    )
     price_model: str | None = Field(
         default=None, description="Price-table model for every request (Azure deployments)."
     )
@@ -122,6 +127,7 @@ class LLMResource(dg.ConfigurableResource):
             rpm=self.rpm,
             tpm=self.tpm,
             price_model=self.price_model,
+            cache_namespace=self.cache_namespace,
         )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

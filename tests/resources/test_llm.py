@@ -87,3 +87,19 @@ def test_resource_builds_an_engine_with_its_capability_and_budget():
     assert engine.max_cost_usd == 1.5
     assert engine.cache is None
     assert engine.provider.rpm == 100
+
+
+def test_cache_namespace_separates_providers_that_share_a_model_name(sim_resource):
+    from lakeloom.core.embed import run_embed
+    from lakeloom.core.specs import EmbedSpec
+
+    sim, resource = sim_resource()
+    df = pl.DataFrame({"id": [1, 2], "text": ["green tea", "black tea"]})
+    spec = EmbedSpec(column="text", model="sim-embed")
+    served = []
+    for namespace in ("", "", "staging", "staging"):
+        llm = resource.model_copy(update={"cache_namespace": namespace})
+        out, _ = run_embed(df, spec, llm.engine(), keep=["id"])
+        assert out["_status"].to_list() == ["ok", "ok"]
+        served.append(sim.stats()["served"])
+    assert served == [1, 1, 2, 2]  # a new namespace pays once, then hits its own cache
