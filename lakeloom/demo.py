@@ -93,6 +93,10 @@ def main() -> int:
     print(con.sql(CV_QUERY))
     print(f"\n{DEMO_QUERY}\n")
     print(con.sql(DEMO_QUERY))
+    print(
+        "model_positive is in-sample where the model was trained on the row (_in_training); "
+        "its honest score is the nested-CV table above."
+    )
     print('Explore: `make ui` (Dagster UI), `.venv/bin/lakeloom sql "SELECT ..."`.')
     return 0
 

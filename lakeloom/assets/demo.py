@@ -129,6 +129,7 @@ SELECT r.source,
        round(avg((l.llm.sentiment = r.human_sentiment)::INT), 3)       AS llm_agrees_with_humans,
        round(avg((r.human_sentiment = 'positive')::INT), 3)            AS humans_positive,
        round(avg((p.prediction = 'positive')::INT), 3)                 AS model_positive,
+       count(*) FILTER (WHERE p._in_training)                          AS model_trained_on,
        sum(l._cost_usd)                                                AS llm_cost_usd,
        count(*) FILTER (WHERE l._status = 'error')                     AS llm_error_rows
 FROM reviews r

@@ -19,6 +19,7 @@ Examples:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,8 @@ class TrainedModel:
     n_train: int
     fit_seconds: float
     info: dict[str, Any] = field(default_factory=dict)  # set by the model store on load
+    # sorted digests of the feature rows it was fitted on: predictions flag in-sample rows
+    train_rows: np.ndarray | None = None
 
     def check(self, df: pl.DataFrame) -> None:
         """Raise :class:`FeatureMismatchError` when ``df`` cannot feed this model."""
@@ -109,6 +112,17 @@ def fit_prepared(data: TrainingData, spec: PredictSpec) -> TrainedModel:
         inner_score=inner_score,
         n_train=len(rows),
         fit_seconds=time.perf_counter() - start,
+        train_rows=np.unique(row_digests(data.X)),
+    )
+
+
+def row_digests(X: np.ndarray) -> np.ndarray:
+    """A stable 64-bit digest of each feature row (its float64 bytes), to recognise seen rows."""
+    rows = np.ascontiguousarray(X, dtype=np.float64)
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest()) for row in rows),
+        dtype=np.uint64,
+        count=len(rows),
     )
 
 
@@ -128,6 +142,8 @@ def predict(
 
     N rows in, N rows out, in order. Nulls and categories unseen at fit time are treated as
     missing values; a missing feature raises :class:`FeatureMismatchError` naming it.
+    ``_in_training`` is true where the row's features are exactly those of a training row: its
+    prediction is in-sample, so judge the model by its nested-CV report, not by those rows.
     """
     X = model.schema.matrix(df)
     if model.target.task == "regression":
@@ -145,6 +161,10 @@ def predict(
             pl.Series(f"{proba_prefix}{label}", proba[:, i], dtype=pl.Float64)
             for i, label in enumerate(model.target.classes)
         ]
+    seen = getattr(model, "train_rows", None)  # None: a model stored before the flag existed
+    if seen is not None:
+        flags = np.isin(row_digests(X), seen) if len(X) else np.empty(0, dtype=bool)
+        columns.append(pl.Series("_in_training", flags, dtype=pl.Boolean))
     clash = [c.name for c in columns if c.name in df.columns]
     if clash:
         raise ValueError(f"frame already has output column(s) {clash}; drop or rename them")

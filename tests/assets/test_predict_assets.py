@@ -109,8 +109,10 @@ def test_report_model_and_partitioned_predictions(
         "partition",
         "prediction",
         *(f"proba_{d}" for d in DIGITS),
+        "_in_training",
         "_model_version",
     }
+    assert preds.schema["_in_training"] == pl.Boolean
     assert preds["_model_version"].unique().to_list() == ["digits_model/v1"]
     truth = preds.join(label_frame, on="id").select(
         pl.col("prediction").cast(pl.String)

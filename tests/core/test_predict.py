@@ -119,6 +119,10 @@ def test_unlabelled_rows_are_skipped_in_training_and_predicted(breast_cancer):
     truth = breast_cancer.filter(pl.col("id") % 2 == 1)["target"]
     assert held_out.height == truth.len()
     assert (held_out["prediction"] == truth).mean() > 0.9
+    # exactly the labelled rows are flagged in-sample; a changed feature value is not
+    assert out["_in_training"].to_list() == (out["id"] % 2 == 0).to_list()
+    nudged = half.head(4).with_columns(pl.col(features[0]) + 1e-9)
+    assert not predict(model, nudged)["_in_training"].any()
 
 
 def test_regression_prediction_column(diabetes):
