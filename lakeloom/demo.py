@@ -90,9 +90,9 @@ def main() -> int:
         _materialize([demo.sentiment_predictions], instance, partitioned=True)
     con = Catalog(Storage.from_env()).connect()
     print("\nNested CV of the sentiment model (unbiased estimate; mean/std over outer folds):\n")
-    print(con.sql(CV_QUERY))
+    con.sql(CV_QUERY).show(max_width=250)
     print(f"\n{DEMO_QUERY}\n")
-    print(con.sql(DEMO_QUERY))
+    con.sql(DEMO_QUERY).show(max_width=250)
     print(
         "model_positive is in-sample where the model was trained on the row (_in_training); "
         "its honest score is the nested-CV table above."

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
         con = Catalog(Storage.from_env(), database=":memory:").connect()
         print(f"\nRead from {root} with DuckDB:\n\n{DEMO_QUERY}\n")
-        print(con.sql(DEMO_QUERY))
+        con.sql(DEMO_QUERY).show(max_width=250)
         print("(simulated labels and vectors: the numbers show the plumbing, not a model)")
     print("stopped moto_server, redis-server and the simulator")
     return 0
