@@ -196,6 +196,11 @@ class RedisStore:
             out = await self._script()(keys=[KEY_PREFIX + key], args=args)  # type: ignore[operator]
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable(f"limiter state at {_safe(self.url)} failed: {exc}") from exc
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Python 3.11's asyncio.wait_for (inside redis-py) returns the reply and drops a
+            # cancel that lands as the reply arrives; a cancelled caller would run on forever
+            raise asyncio.CancelledError
         now, retry_in, limited, pause_until, mult, waits = out
         return Decision(
             now=float(now),
