@@ -33,8 +33,15 @@ from lakeloom.engine.batch_store import BatchJob, BatchStore, job_id
 from lakeloom.engine.cost import BudgetGuard
 from lakeloom.engine.ledger import ledger_rows
 from lakeloom.engine.plan import Bodies, Planned, plan, request_frame, requests_frame
-from lakeloom.engine.results import EngineRun, RunResults, assemble, hit_result, run_stats
-from lakeloom.engine.runner import BUDGET_ERROR, Engine, _blocking
+from lakeloom.engine.results import (
+    EngineRun,
+    RunResults,
+    assemble,
+    in_request_order,
+    lost_result,
+    run_stats,
+)
+from lakeloom.engine.runner import BUDGET_ERROR, BlockingCalls, Engine, EngineWrapper
 from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult, RunContext
 
 __all__ = ["BatchRunner", "BatchSettings"]
@@ -86,7 +93,7 @@ class BatchSettings(BaseModel):
         )
 
 
-class BatchRunner:
+class BatchRunner(BlockingCalls, EngineWrapper):
     """Answers requests through the Batch API, with the engine's cache, prices, ledger and budget.
 
     Examples:
@@ -110,27 +117,7 @@ class BatchRunner:
         self.jobs: list[BatchJob] = []
         self.last_stats: Any = None
 
-    @property
-    def provider(self) -> Any:
-        """The engine's provider config."""
-        return self.engine.provider
-
-    @property
-    def structured_output(self) -> str:
-        """The provider's JSON-schema capability (read by ``core.generate``)."""
-        return self.engine.structured_output
-
     # -- public API -----------------------------------------------------------------------------
-    def run(
-        self,
-        requests: Sequence[LLMRequest],
-        *,
-        context: RunContext | None = None,
-        max_cost_usd: float | None = None,
-    ) -> RunResults:
-        """Blocking :meth:`arun`."""
-        return _blocking(self.arun(requests, context=context, max_cost_usd=max_cost_usd))
-
     async def arun(
         self,
         requests: Sequence[LLMRequest],
@@ -146,28 +133,9 @@ class BatchRunner:
         matched, hit_mask, sent, stopped = await self._execute(
             requests[0].endpoint, frame, given, context, max_cost_usd, models
         )
-        by_key: dict[str, LLMResult] = {r.key: r for r in sent}
-        hit_rows = matched.with_columns(frame["key"]).filter(hit_mask)
-        for row in hit_rows.iter_rows(named=True):
-            by_key.setdefault(row["key"], hit_result(row))
-        results = [by_key.get(r.key) or _lost(r.key) for r in requests]
+        results = in_request_order(requests, frame["key"], matched, hit_mask, sent)
         ok = sum(r.status == "ok" for r in results)
         return RunResults(results, self._stats(frame.height, hit_mask, sent, ok, started, stopped))
-
-    def run_bodies(
-        self,
-        endpoint: Endpoint,
-        bodies: Bodies,
-        *,
-        context: RunContext | None = None,
-        max_cost_usd: float | None = None,
-        models: Sequence[str] | None = None,
-    ) -> EngineRun:
-        """Blocking :meth:`arun_bodies`."""
-        coro = self.arun_bodies(
-            endpoint, bodies, context=context, max_cost_usd=max_cost_usd, models=models
-        )
-        return _blocking(coro)
 
     async def arun_bodies(
         self,
@@ -313,7 +281,9 @@ class BatchRunner:
                 budget.committed_usd += result.cost_usd
                 out[i] = result
             budget.stopped |= bool(getattr(online.stats, "budget_exceeded", False))
-        final = [r if r is not None else _lost(planned.requests[i].key) for i, r in enumerate(out)]
+        final = [
+            r if r is not None else lost_result(planned.requests[i].key) for i, r in enumerate(out)
+        ]
         return final, batched
 
     def _settle(
@@ -407,7 +377,3 @@ class BatchRunner:
                 for p in positions:
                     texts[planned.requests[items[p]].key] = planned.texts[items[p]]
         return jobs, texts
-
-
-def _lost(key: str) -> LLMResult:
-    return LLMResult(key, "error", error="internal error: no result")

@@ -23,7 +23,7 @@ from lakeloom.engine.batch_api import BatchRunner, BatchSettings
 from lakeloom.engine.calibrate import calibrate
 from lakeloom.engine.forecast import Forecast
 from lakeloom.engine.results import RunResults, RunStats
-from lakeloom.engine.runner import Engine
+from lakeloom.engine.runner import Engine, EngineWrapper
 from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
 
 Mode = Literal["online", "batch", "auto"]
@@ -69,7 +69,7 @@ def forecast_metadata(
     return md
 
 
-class ModeRunner:
+class ModeRunner(EngineWrapper):
     """Forecasts, then answers through the engine online or through the Batch API.
 
     Examples:
@@ -107,16 +107,6 @@ class ModeRunner:
         self.batch_runner: BatchRunner | None = None
         self._rounds = 0
 
-    @property
-    def provider(self) -> Any:
-        """The engine's provider config."""
-        return self.engine.provider
-
-    @property
-    def structured_output(self) -> str:
-        """The provider's JSON-schema capability (read by ``core.generate``)."""
-        return self.engine.structured_output
-
     def metadata(self) -> dict[str, Any]:
         """Mode, dry-run flag and ``forecast_*`` values (plus batch ids when batched)."""
         md = forecast_metadata(
@@ -152,14 +142,14 @@ class ModeRunner:
         if self._rounds == 1:
             self.chosen = "dry_run" if self.dry_run else None
             chosen = self._choose(requests)
-            if self.dry_run:
-                results = [LLMResult(r.key, "error", error=DRY_RUN_ERROR) for r in requests]
-                return RunResults(results, RunStats(requests=len(requests), errors=len(requests)))
-            self.chosen = chosen
-            if chosen == "batch":
-                self.batch_runner = BatchRunner(self.engine, self.batch)
-                return self.batch_runner.run(requests, context=context, max_cost_usd=max_cost_usd)
-        elif self.dry_run:
+            if not self.dry_run:
+                self.chosen = chosen
+                if chosen == "batch":
+                    self.batch_runner = BatchRunner(self.engine, self.batch)
+                    return self.batch_runner.run(
+                        requests, context=context, max_cost_usd=max_cost_usd
+                    )
+        if self.dry_run:
             return RunResults(
                 [LLMResult(r.key, "error", error=DRY_RUN_ERROR) for r in requests],
                 RunStats(requests=len(requests), errors=len(requests)),

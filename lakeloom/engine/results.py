@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from lakeloom.engine.types import LLMResult
+from lakeloom.engine.types import LLMRequest, LLMResult
 
 MATCH_SCHEMA: dict[str, Any] = {
     "request_hash": pl.String,
@@ -173,6 +173,25 @@ def hit_result(row: dict[str, Any]) -> LLMResult:
         from_cache=True,
         model=row["model"],
     )
+
+
+def lost_result(key: str) -> LLMResult:
+    """The result of a request that got neither an answer nor a cache hit (a bug, never silent)."""
+    return LLMResult(key, "error", error="internal error: no result")
+
+
+def in_request_order(
+    requests: Sequence[LLMRequest],
+    keys: pl.Series,
+    matched: pl.DataFrame,
+    hit_mask: pl.Series,
+    sent: list[LLMResult],
+) -> list[LLMResult]:
+    """One result per request, in order: the answer sent now, else the cache hit for its key."""
+    by_key: dict[str, LLMResult] = {r.key: r for r in sent}
+    for row in matched.with_columns(keys).filter(hit_mask).iter_rows(named=True):
+        by_key.setdefault(row["key"], hit_result(row))
+    return [by_key.get(r.key) or lost_result(r.key) for r in requests]
 
 
 def run_stats(

@@ -37,7 +37,8 @@ from lakeloom.engine.results import (
     RunResults,
     RunStats,
     assemble,
-    hit_result,
+    in_request_order,
+    lost_result,
     run_stats,
 )
 from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult, RunContext
@@ -59,7 +60,56 @@ class _Outcome:
     started: float
 
 
-class Engine:
+class BlockingCalls:
+    """``run``/``run_bodies`` for a runner that implements ``arun``/``arun_bodies``.
+
+    Blocking calls work inside a running event loop too (e.g. Jupyter): they get their own thread.
+    """
+
+    def run(
+        self,
+        requests: Sequence[LLMRequest],
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+    ) -> RunResults:
+        """Blocking :meth:`arun`."""
+        coro = self.arun(requests, context=context, max_cost_usd=max_cost_usd)  # type: ignore[attr-defined]
+        return _blocking(coro)
+
+    def run_bodies(
+        self,
+        endpoint: Endpoint,
+        bodies: Bodies,
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+        models: Sequence[str] | None = None,
+    ) -> EngineRun:
+        """Blocking :meth:`arun_bodies`."""
+        coro = self.arun_bodies(  # type: ignore[attr-defined]
+            endpoint, bodies, context=context, max_cost_usd=max_cost_usd, models=models
+        )
+        return _blocking(coro)
+
+
+class EngineWrapper:
+    """What the core reads from a runner that wraps an :class:`Engine` (batch, modes)."""
+
+    engine: Engine
+
+    @property
+    def provider(self) -> ProviderConfig:
+        """The engine's provider config."""
+        return self.engine.provider
+
+    @property
+    def structured_output(self) -> str:
+        """The provider's JSON-schema capability (read by ``core.generate``)."""
+        return self.engine.structured_output
+
+
+class Engine(BlockingCalls):
     """Sends OpenAI-compatible requests at the provider's limit, through a durable response cache.
 
     Examples:
@@ -115,16 +165,6 @@ class Engine:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def run(
-        self,
-        requests: Sequence[LLMRequest],
-        *,
-        context: RunContext | None = None,
-        max_cost_usd: float | None = None,
-    ) -> RunResults:
-        """Blocking :meth:`arun`; works inside a running event loop too (e.g. Jupyter)."""
-        return _blocking(self.arun(requests, context=context, max_cost_usd=max_cost_usd))
-
     async def arun(
         self,
         requests: Sequence[LLMRequest],
@@ -139,28 +179,11 @@ class Engine:
         outcome = await self._execute(
             requests[0].endpoint, frame, given, context, max_cost_usd, models=models
         )
-        by_key: dict[str, LLMResult] = {r.key: r for r in outcome.sent}
-        hit_rows = outcome.matched.with_columns(frame["key"]).filter(outcome.hit_mask)
-        for row in hit_rows.iter_rows(named=True):
-            by_key.setdefault(row["key"], hit_result(row))
-        results = [by_key.get(r.key) or _lost(r.key) for r in requests]
+        results = in_request_order(
+            requests, frame["key"], outcome.matched, outcome.hit_mask, outcome.sent
+        )
         ok = sum(r.status == "ok" for r in results)
         return RunResults(results, self._stats(outcome, ok))
-
-    def run_bodies(
-        self,
-        endpoint: Endpoint,
-        bodies: Bodies,
-        *,
-        context: RunContext | None = None,
-        max_cost_usd: float | None = None,
-        models: Sequence[str] | None = None,
-    ) -> EngineRun:
-        """Blocking :meth:`arun_bodies`."""
-        coro = self.arun_bodies(
-            endpoint, bodies, context=context, max_cost_usd=max_cost_usd, models=models
-        )
-        return _blocking(coro)
 
     async def arun_bodies(
         self,
@@ -339,11 +362,7 @@ class Engine:
             for task in background:
                 with contextlib.suppress(Exception):
                     await task
-        return [r if r is not None else _lost(requests[i].key) for i, r in enumerate(out)]
-
-
-def _lost(key: str) -> LLMResult:
-    return LLMResult(key, "error", error="internal error: no result")
+        return [r if r is not None else lost_result(requests[i].key) for i, r in enumerate(out)]
 
 
 def _default_limiter(provider: ProviderConfig, url: str | None) -> RateLimiter:
