@@ -3,6 +3,8 @@
 ``lakeloom sql "SELECT ..."`` prints the result; with no query it reads SQL from stdin when stdin
 is not a terminal, else opens a small interactive shell (statements end with ``;``, ``.tables``
 lists views, ``.quit`` leaves). ``--as-of asset=version`` pins a table to a Delta version.
+CSV has no nested values: ``--format csv`` writes a struct as one ``col.field`` column per field
+and a list (an embedding, a list of structs) as JSON text; ``json`` and ``table`` keep the nesting.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, fmt: str, max_rows: int, o
 def render(frame: pl.DataFrame, fmt: str, max_rows: int) -> str:
     """Format a result as a table, CSV or JSON (an array of row objects)."""
     if fmt == "csv":
-        return frame.write_csv()
+        return flatten_for_csv(frame).write_csv()
     if fmt == "json":
         return frame.write_json() + "\n"
     with pl.Config(
@@ -100,6 +102,35 @@ def render(frame: pl.DataFrame, fmt: str, max_rows: int) -> str:
         shown = str(frame)
     suffix = f"({frame.height} rows)\n" if frame.height != 1 else "(1 row)\n"
     return shown + "\n" + suffix
+
+
+def flatten_for_csv(frame: pl.DataFrame) -> pl.DataFrame:
+    """Structs become ``col.field`` columns (recursively), lists and arrays JSON text."""
+    exprs: list[pl.Expr] = []
+    for name, dtype in frame.schema.items():
+        exprs.extend(_flat(pl.col(name), name, dtype))
+    return frame.select(exprs)
+
+
+def _flat(expr: pl.Expr, name: str, dtype: pl.DataType) -> list[pl.Expr]:
+    if isinstance(dtype, pl.Struct):
+        return [
+            part
+            for f in dtype.fields
+            for part in _flat(expr.struct.field(f.name), f"{name}.{f.name}", f.dtype)
+        ]
+    if isinstance(dtype, (pl.List, pl.Array)) or dtype == pl.Binary:
+        return [_json_text(expr, dtype).alias(name)]
+    return [expr.alias(name)]
+
+
+def _json_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """One value as JSON text, vectorized (a one-field struct's JSON minus its wrapper)."""
+    if dtype == pl.Binary:
+        return expr.bin.encode("base64")
+    wrapped = pl.struct(expr.alias("v")).struct.json_encode()
+    text = wrapped.str.strip_prefix('{"v":').str.strip_suffix("}")
+    return pl.when(expr.is_null()).then(None).otherwise(text)
 
 
 def shell(con: duckdb.DuckDBPyConnection, fmt: str, max_rows: int) -> int:

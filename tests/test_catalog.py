@@ -224,3 +224,89 @@ def test_object_store_fallback_filters_string_view_files(storage):
     register_frame(con, "flat", uri, version=0)
     assert con.sql("SELECT id FROM flat WHERE label = 'x'").fetchall() == [(1,)]
     con.close()
+
+
+@pytest.fixture
+def nested_lake(storage):
+    """Tables shaped like the demo's outputs: a generated struct, an embedding, nested lists."""
+    labels = pl.DataFrame(
+        {
+            "id": [1, 2, 3],
+            "llm": [
+                {"sentiment": "positive", "topic": "film"},
+                {"sentiment": "negative", "topic": "product"},
+                None,  # a failed row keeps its key and has no value
+            ],
+            "_status": ["ok", "ok", "error"],
+        }
+    )
+    vectors = pl.DataFrame(
+        {"id": [1, 2, 3], "embedding": [[0.5, -1.0], [0.25, 2.0], None]},
+        schema={"id": pl.Int64, "embedding": pl.List(pl.Float32)},
+    )
+    tickets = pl.DataFrame(
+        {
+            "id": [1, 2],
+            "output": [
+                {"triage": {"urgency": "high", "tags": ["billing", 'say "hi"']}, "score": 0.5},
+                {"triage": {"urgency": "low", "tags": []}, "score": None},
+            ],
+            "steps": [[{"n": 1, "ok": True}], [{"n": 2, "ok": False}, {"n": 3, "ok": True}]],
+        }
+    )
+    for name, frame in {"labels": labels, "vectors": vectors, "tickets": tickets}.items():
+        write_table(frame, storage.table_uri("assets", name), mode="overwrite")
+    return storage
+
+
+NESTED_QUERIES = {
+    "labels": "SELECT * FROM labels ORDER BY id",
+    "vectors": "SELECT * FROM vectors ORDER BY id",
+    "tickets": "SELECT * FROM tickets ORDER BY id",
+    "joined": "SELECT l.id, l.llm, v.embedding FROM labels l JOIN vectors v USING (id) ORDER BY 1",
+}
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+@pytest.mark.parametrize("table", sorted(NESTED_QUERIES))
+def test_sql_every_format_on_struct_embedding_and_nested_tables(nested_lake, capsys, fmt, table):
+    """Issue 17.8: --format csv crashed with 'CSV format does not support nested data'."""
+    code = main(["sql", "--database", ":memory:", "--format", fmt, NESTED_QUERIES[table]])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.strip() and "does not support nested" not in captured.err
+
+
+def test_sql_csv_flattens_structs_to_dotted_columns_and_lists_to_json(nested_lake, capsys):
+    import csv
+    import io
+
+    def csv_rows(sql: str) -> list[dict[str, str]]:
+        assert main(["sql", "--database", ":memory:", "--format", "csv", sql]) == 0
+        return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+
+    labels = csv_rows(NESTED_QUERIES["labels"])
+    assert list(labels[0]) == ["id", "llm.sentiment", "llm.topic", "_status"]
+    assert labels[0]["llm.topic"] == "film" and labels[2]["llm.topic"] == ""
+    vectors = csv_rows(NESTED_QUERIES["vectors"])
+    assert [json.loads(r["embedding"]) if r["embedding"] else None for r in vectors] == [
+        [0.5, -1.0],
+        [0.25, 2.0],
+        None,
+    ]
+    tickets = csv_rows(NESTED_QUERIES["tickets"])
+    assert list(tickets[0]) == [
+        "id",
+        "output.triage.urgency",
+        "output.triage.tags",
+        "output.score",
+        "steps",
+    ]
+    assert json.loads(tickets[0]["output.triage.tags"]) == ["billing", 'say "hi"']
+    assert json.loads(tickets[1]["output.triage.tags"]) == []
+    assert json.loads(tickets[1]["steps"]) == [{"n": 2, "ok": False}, {"n": 3, "ok": True}]
+    # json keeps the nesting as it is
+    sql = NESTED_QUERIES["tickets"]
+    assert main(["sql", "--database", ":memory:", "--format", "json", sql]) == 0
+    first = json.loads(capsys.readouterr().out)[0]
+    assert first["output"]["triage"]["tags"] == ["billing", 'say "hi"']
