@@ -17,6 +17,7 @@ import openai
 import polars as pl
 
 from lakeloom.engine.client import ProviderConfig
+from lakeloom.engine.crashpoints import crash_point
 from lakeloom.engine.transport import FATAL_STATUS, _shape_problem, sdk_client
 
 URLS = {"chat.completions": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
@@ -129,6 +130,16 @@ def parse_line(endpoint: str, text: str) -> LineOutcome | None:
     return LineOutcome(key, error=f"{code}: {error.get('message') or 'no result'}", retryable=True)
 
 
+def jsonl_lines(text: str) -> list[str]:
+    r"""The non-blank lines of a JSON Lines text, cut at ``"\n"`` only (``"\r\n"`` tolerated).
+
+    Not ``str.splitlines()``: it also cuts at U+2028, U+2029, U+0085, ``\x1c``-``\x1e``,
+    ``\x0b`` and ``\x0c``, which a JSON string may hold raw, so an answer containing one would
+    be lost (and bought again online).
+    """
+    return [line.removesuffix("\r") for line in text.split("\n") if line.strip(" \t\r")]
+
+
 def parse_file(endpoint: str, text: str) -> dict[str, LineOutcome]:
     """Classify every line of an output or error file, by custom id.
 
@@ -136,7 +147,7 @@ def parse_file(endpoint: str, text: str) -> dict[str, LineOutcome]:
     cached text is the provider's body without a Python re-serialization (~4x faster on 100k
     lines); every other line goes through :func:`parse_line`.
     """
-    lines = [raw for raw in text.splitlines() if raw.strip()]
+    lines = jsonl_lines(text)
     if not lines:
         return {}
     line = pl.col("line")
@@ -222,11 +233,16 @@ class BatchAPI:
             input_file_id=file_id, endpoint=url, completion_window="24h", metadata=metadata
         )
 
-    async def find(self, file_id: str, *, scan: int = 500) -> Any | None:
-        """The newest batch created from ``file_id`` (a crash between create and record)."""
+    async def find(self, file_id: str, job: str | None = None, *, scan: int = 500) -> Any | None:
+        """The newest batch created from ``file_id`` or tagged ``lakeloom_job=job``.
+
+        A crash between creating a batch and recording it leaves a batch that runs and bills:
+        the next run finds it here instead of paying for a second one.
+        """
         seen = 0
         async for batch in self._sdk.batches.list(limit=100):
-            if batch.input_file_id == file_id:
+            tag = (batch.metadata or {}).get("lakeloom_job")
+            if batch.input_file_id == file_id or (job is not None and tag == job):
                 return batch
             seen += 1
             if seen >= scan:
@@ -242,6 +258,10 @@ class BatchAPI:
         return await self._sdk.batches.cancel(batch_id)
 
     async def content(self, file_id: str) -> str:
-        """Download a file's text."""
-        response = await self._sdk.files.content(file_id)
-        return response.text
+        """Download a file's text (UTF-8, whatever charset the response claims)."""
+        parts: list[bytes] = []
+        async with self._sdk.files.with_streaming_response.content(file_id) as response:
+            async for part in response.iter_bytes(1 << 16):
+                parts.append(part)
+                crash_point("batch_download")  # received in part: the crash-point tests
+        return b"".join(parts).decode("utf-8")

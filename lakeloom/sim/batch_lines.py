@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lakeloom.sim import payloads
@@ -47,7 +47,9 @@ def validate_lines(data: bytes, endpoint: str, max_requests: int) -> list[dict[s
     lines: list[dict[str, Any]] = []
     seen: set[str] = set()
     models: set[str] = set()
-    for number, text in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+    # JSON Lines end at "\n" only: str.splitlines() would also cut at U+2028, U+0085, \x1c...,
+    # which JSON strings may hold raw
+    for number, text in enumerate(data.decode("utf-8", "replace").split("\n"), start=1):
         if not text.strip():
             continue
         try:
@@ -130,6 +132,7 @@ class Answered:
     unprocessed: int
     prompt_tokens: int
     completion_tokens: int
+    billed: list[tuple[str, bytes, int, int]] = field(default_factory=list)
 
 
 def _answer(sim: Simulator, endpoint: str, line: dict[str, Any]) -> tuple[dict, int, int]:
@@ -153,6 +156,7 @@ def _answer(sim: Simulator, endpoint: str, line: dict[str, Any]) -> tuple[dict, 
 
 
 def _http_line(cid: str, status: int, body: dict[str, Any]) -> str:
+    """One output/error line, raw UTF-8 (U+2028 and friends unescaped, as JSON allows)."""
     return json.dumps(
         {
             "id": "batch_req_" + uuid.uuid4().hex[:24],
@@ -163,7 +167,8 @@ def _http_line(cid: str, status: int, body: dict[str, Any]) -> str:
                 "body": body,
             },
             "error": None,
-        }
+        },
+        ensure_ascii=False,
     )
 
 
@@ -182,6 +187,7 @@ def answer_lines(
     out: list[str] = []
     err: list[str] = []
     prompt_tokens = completion_tokens = 0
+    billed: list[tuple[str, bytes, int, int]] = []  # (model, canonical body, prompt, completion)
     for line in lines[:upto]:
         cid = line["custom_id"]
         if fail_rate and rng.random() < fail_rate:
@@ -210,6 +216,7 @@ def answer_lines(
             continue
         prompt_tokens += prompt
         completion_tokens += completion
+        billed.append((str(line["body"].get("model")), line["raw"], prompt, completion))
         out.append(_http_line(cid, 200, reply))
     unprocessed = lines[upto:]
     if unprocessed:
@@ -233,4 +240,5 @@ def answer_lines(
         unprocessed=len(unprocessed),
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
+        billed=billed,
     )

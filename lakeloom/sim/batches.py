@@ -10,8 +10,11 @@ failed (validation, or ``batch_reject_rate``), expired (``batch_expire_rate``: h
 answered, the rest ``batch_expired`` in the error file), cancelling → cancelled (lines answered so
 far kept, the rest ``batch_cancelled``). Lines are answered by the online endpoints' own body
 builders, seeded by the canonical body, so a request gets the same reply by batch as online;
-``batch_fail_rate`` turns lines into HTTP 500s in the error file. Batches sit outside the online
-RPM/TPM limits (providers queue them separately). State is in memory: the simulator is one process.
+``batch_fail_rate`` turns lines into HTTP 500s in the error file; ``batch_download_failures`` and
+``batch_cancel_failures`` make the first N output-file downloads or cancels answer HTTP 500.
+Every answered line is billed in ``/stats`` (``billed.batch`` by model, ``answered_twice``).
+Batches sit outside the online RPM/TPM limits (providers queue them separately). State is in
+memory: the simulator is one process.
 """
 
 from __future__ import annotations
@@ -60,6 +63,13 @@ class BatchSim:
 
     def _reply(self, body: Any, status: int = 200) -> web.Response:
         return web.Response(status=status, body=json.dumps(body).encode(), content_type=_JSON)
+
+    def _inject(self, counter: str, limit: int) -> bool:
+        """Count one injected failure while fewer than ``limit`` were injected (then: False)."""
+        if self.counts[counter] >= limit:
+            return False
+        self.counts[counter] += 1
+        return True
 
     def _file(self, request: web.Request) -> SimFile:
         file_id = request.match_info["file_id"]
@@ -133,6 +143,10 @@ class BatchSim:
         """``GET /v1/files/{id}/content``."""
         self._auth(request)
         stored = self._file(request)
+        if stored.purpose == "batch_output" and self._inject(
+            "downloads_failed", self.config.batch_download_failures
+        ):
+            raise _error(web.HTTPInternalServerError, "The server had an error (injected).")
         self.counts["content_downloads"] += 1
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
@@ -225,6 +239,8 @@ class BatchSim:
         """``POST /v1/batches/{id}/cancel``."""
         self._auth(request)
         batch = self._batch(request)
+        if self._inject("cancels_failed", self.config.batch_cancel_failures):
+            raise _error(web.HTTPInternalServerError, "The server had an error (injected).")
         if batch.status in ("validating", "in_progress"):
             batch.mark("cancelling")
             batch.cancel.set()
@@ -248,6 +264,8 @@ class BatchSim:
                         "batches_created",
                         "batches_cancelled",
                         "content_downloads",
+                        "downloads_failed",
+                        "cancels_failed",
                         "lines_ok",
                         "lines_failed",
                         "lines_unprocessed",
@@ -256,6 +274,7 @@ class BatchSim:
                     )
                 },
                 "statuses": dict(statuses),
+                "billed": {m: dict(u) for m, u in self.sim.stats.billed["batch"].items()},
                 "config": {
                     "batch_delay_s": cfg.batch_delay_s,
                     "batch_fail_rate": cfg.batch_fail_rate,
@@ -263,6 +282,8 @@ class BatchSim:
                     "batch_reject_rate": cfg.batch_reject_rate,
                     "batch_max_requests": cfg.batch_max_requests,
                     "batch_max_bytes": cfg.batch_max_bytes,
+                    "batch_download_failures": cfg.batch_download_failures,
+                    "batch_cancel_failures": cfg.batch_cancel_failures,
                 },
             }
         )
@@ -336,6 +357,8 @@ class BatchSim:
         self.counts["lines_unprocessed"] += result.unprocessed
         self.counts["prompt_tokens"] += result.prompt_tokens
         self.counts["completion_tokens"] += result.completion_tokens
+        for model, body, prompt, completion in result.billed:
+            self.sim.stats.bill("batch", model, body, prompt, completion)
         batch.mark(end)
 
     async def close(self, app: web.Application) -> None:

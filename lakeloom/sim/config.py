@@ -81,6 +81,18 @@ class SimConfig(BaseModel):
     batch_max_bytes: int = Field(
         200 * 1024**2, ge=1, description="Batch API: largest input file accepted, in bytes."
     )
+    batch_download_failures: int = Field(
+        0,
+        ge=0,
+        description="Batch API: the first N downloads of a batch's output or error file answer "
+        "HTTP 500 (the file stays; a later download gets it).",
+    )
+    batch_cancel_failures: int = Field(
+        0,
+        ge=0,
+        description="Batch API: the first N cancel calls answer HTTP 500 and leave the batch "
+        "running.",
+    )
 
     @field_validator("latency_ms")
     @classmethod

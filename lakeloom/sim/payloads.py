@@ -152,7 +152,7 @@ def chat_content(mode: str, schema: dict[str, Any] | None, seed: int, malformed:
                 value = schema_fill.fill(schema, rng)
         except schema_fill.SchemaError as exc:
             raise BadRequest(f"invalid JSON schema: {exc}", param="response_format") from None
-        text = json.dumps(value)
+        text = json.dumps(value, ensure_ascii=False)  # models write raw UTF-8, not \u escapes
         return text[: max(1, len(text) // 2)] if malformed else text
     start = seed % (len(_TEXT_STARTS) - 40)
     end = _TEXT_STARTS[start + 8 + (seed >> 32) % 32]

@@ -26,12 +26,18 @@ from lakeloom.sim import payloads
 from lakeloom.sim.config import SimConfig
 from lakeloom.sim.faults import Fault, FaultInjector
 from lakeloom.sim.limits import ProviderLimits
-from lakeloom.sim.stats import SimStats
+from lakeloom.sim.stats import SimStats, body_key
 
 Extension = Callable[[web.Application, "Simulator"], None]
 EXTENSIONS: list[str] = ["lakeloom.sim.batches:register"]
 API_KEY_ENV = "LAKELOOM_SIM_API_KEY"
 _JSON = "application/json"
+
+
+class _TooLarge(web.HTTPClientError):
+    """413 with a JSON body (aiohttp's ``HTTPRequestEntityTooLarge`` forces a text one)."""
+
+    status_code = 413
 
 
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> bytes:
@@ -82,7 +88,14 @@ class Simulator:
                 ),
                 content_type=_JSON,
             )
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:  # aiohttp's own reply is plain text
+            counts["bad_requests"] += 1
+            raise _TooLarge(
+                body=error_body(exc.text or "Request too large.", "invalid_request_error"),
+                content_type=_JSON,
+            ) from None
         try:
             body = json.loads(raw)
         except ValueError:
@@ -185,7 +198,9 @@ class Simulator:
         stats.counts["served"] += 1
         stats.counts["malformed"] += malformed
         stats.prompt_tokens += prompt
-        stats.completion_tokens += out["usage"]["completion_tokens"]
+        completion = out["usage"]["completion_tokens"]
+        stats.completion_tokens += completion
+        stats.bill("online", str(body.get("model")), body_key(body), prompt, completion)
         return self._reply(200, json.dumps(out).encode(), headers)
 
     async def handle_embeddings(self, request: web.Request) -> web.Response:
@@ -200,11 +215,20 @@ class Simulator:
         out = self.embeddings_body(body)
         self.stats.counts["served"] += 1
         self.stats.prompt_tokens += prompt
+        self.stats.bill("online", str(body.get("model")), body_key(body), prompt, 0)
         return self._reply(200, json.dumps(out).encode(), headers)
 
     async def handle_models(self, request: web.Request) -> web.Response:
-        """``GET /v1/models``."""
+        """``GET /v1/models`` (behind the API key, like every ``/v1`` route)."""
         self.stats.endpoints["models"] += 1
+        if self._auth is not None and request.headers.get("Authorization") != self._auth:
+            self.stats.counts["unauthorized"] += 1
+            raise web.HTTPUnauthorized(
+                body=error_body(
+                    "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+                ),
+                content_type=_JSON,
+            )
         created = int(self.stats.started_at)
         data = [
             {"id": m, "object": "model", "created": created, "owned_by": "lakeloom-sim"}
@@ -243,6 +267,14 @@ async def _health(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def _invalid_url(request: web.Request) -> web.Response:
+    """Any other path or method: OpenAI's JSON 404, not aiohttp's plain-text one."""
+    message = f"Invalid URL ({request.method} {request.path})"
+    return web.Response(
+        status=404, body=error_body(message, "invalid_request_error"), content_type=_JSON
+    )
+
+
 def _load(path: str) -> Extension:
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr or "register")
@@ -263,6 +295,7 @@ def build_app(
     app.router.add_get("/health", _health)
     for ext in EXTENSIONS if extensions is None else extensions:
         (_load(ext) if isinstance(ext, str) else ext)(app, sim)
+    app.router.add_route("*", "/{tail:.*}", _invalid_url)  # last: only what nothing else matched
     return app
 
 

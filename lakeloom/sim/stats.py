@@ -6,6 +6,7 @@ Peaks are computed from 100 ms slots of admitted requests and counted tokens, so
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -32,6 +33,25 @@ class SimStats:
         self.counted_tokens = 0
         self._slot_requests: list[int] = []
         self._slot_tokens: list[int] = []
+        self.billed: dict[str, dict[str, Counter[str]]] = {"online": {}, "batch": {}}
+        self._answered: set[int] = set()
+        self.answered_twice = 0
+
+    def bill(self, channel: str, model: str, body: bytes, prompt: int, completion: int) -> None:
+        """Count one answered (so billed) request by channel and model; repeats of a body count.
+
+        ``body`` is the canonical request body: an identical request answered again, online or
+        as a batch line, is a request paid twice (what the exactly-once tests assert on).
+        """
+        usage = self.billed[channel].setdefault(model, Counter())
+        usage["requests"] += 1
+        usage["prompt_tokens"] += prompt
+        usage["completion_tokens"] += completion
+        digest = hash(body)
+        if digest in self._answered:
+            self.answered_twice += 1
+        else:
+            self._answered.add(digest)
 
     def admitted(self, cost: int) -> None:
         """Count a request that passed the limits and was charged ``cost`` tokens."""
@@ -67,11 +87,19 @@ class SimStats:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "counted_tokens": self.counted_tokens,
+            "billed": {ch: {m: dict(u) for m, u in by.items()} for ch, by in self.billed.items()},
+            "answered_unique": len(self._answered),
+            "answered_twice": self.answered_twice,
             "peak_requests_1s": _window_max(self._slot_requests, _SLOTS_1S),
             "peak_tokens_1s": _window_max(self._slot_tokens, _SLOTS_1S),
             "peak_requests_60s": _window_max(self._slot_requests, _SLOTS_60S),
             "peak_tokens_60s": _window_max(self._slot_tokens, _SLOTS_60S),
         }
+
+
+def body_key(body: dict[str, Any]) -> bytes:
+    """The canonical bytes of a request body (sorted keys, compact, raw unicode): its identity."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _window_max(slots: list[int], width: int) -> int:
