@@ -5,6 +5,10 @@ Examples::
     lakeloom forecast review_labels --partitions movies,tweets
     lakeloom forecast review_labels --all --mode batch --json
     lakeloom forecast labels -m my_project.definitions
+    lakeloom forecast ticket_labels -f defs.py --partitions 2025-03-01
+
+The code location is named as for ``dagster`` (``-m``/``-f``/``-a``/``-d``; by default the
+project's ``pyproject.toml``): see :mod:`lakeloom.cli_location`.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from typing import Any
 
 import dagster as dg
 
+from lakeloom.cli_location import CodeLocationError, add_location_arguments, location_from_args
 from lakeloom.engine.cost import UnknownModelError
 from lakeloom.engine.plan import ContextWindowError, EmptyInputError, InvalidRequestError
-from lakeloom.forecast import ForecastError, forecast_asset, load_definitions
+from lakeloom.forecast import ForecastError, forecast_asset
 
 _ERRORS = (
+    CodeLocationError,
     ForecastError,
     UnknownModelError,
     ContextWindowError,
@@ -46,12 +52,7 @@ def register(subparsers: Any) -> None:
         choices=("online", "batch", "auto"),
         help="mode to forecast (default: the asset's own mode)",
     )
-    parser.add_argument(
-        "-m",
-        "--module",
-        default="lakeloom.definitions",
-        help="module holding the Definitions (pkg.mod or pkg.mod:attr)",
-    )
+    add_location_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():  # Dagster's beta/preview notices are not for this report
             warnings.simplefilter("ignore")
-            defs = load_definitions(args.module)
+            defs = location_from_args(args).load()
         result = forecast_asset(defs, args.asset, partitions=partitions, mode=args.mode)
     except _ERRORS as exc:
         print(f"lakeloom forecast: {exc}", file=sys.stderr)

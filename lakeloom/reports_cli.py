@@ -5,15 +5,23 @@ Examples::
     lakeloom errors                          # every run's failures, newest first
     lakeloom errors --run 5cc1cf46-...       # one run
     lakeloom errors --asset review_labels --rows 20
+    lakeloom errors -f defs.py               # re-run commands for your own project
+
+The re-run command names the code location the way ``dagster`` does: the ``-m``/``-f``/``-a``/
+``-d`` flags given here, else the project's ``pyproject.toml`` (see :mod:`lakeloom.cli_location`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 
 import polars as pl
 
+from lakeloom.cli_location import CodeLocation, CodeLocationError, add_location_arguments
+from lakeloom.cli_location import location_from_args as _location_from_args
 from lakeloom.reports import ERRORS_TABLE, read_error_report, summary_markdown
 from lakeloom.settings import Storage
 
@@ -27,11 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--asset", help="only this asset (e.g. review_labels)")
     parser.add_argument("--rows", type=int, default=5, help="failed rows to print per asset")
     parser.add_argument("--json", action="store_true", help="print the failed rows as JSON lines")
+    add_location_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def rerun_command(asset: str, partitions: list[str]) -> str:
-    """The shell command that re-sends only the failed rows of ``asset``'s partitions."""
+def rerun_command(asset: str, partitions: list[str], location: CodeLocation | None = None) -> str:
+    """The shell command that re-sends only the failed rows of ``asset``'s partitions.
+
+    ``location`` is the code location to name (default: the project's pyproject.toml, else a
+    ``-f FILE`` placeholder the user must fill in).
+    """
+    flags = location.shell_flags() if location is not None else _default_flags()
     op = asset.replace("/", "__")
     config = json.dumps({"ops": {op: {"config": {"only_failed": True}}}})
     if len(partitions) == 1:
@@ -41,13 +55,27 @@ def rerun_command(asset: str, partitions: list[str]) -> str:
     else:
         where = ""
     return (
-        f"dagster asset materialize -m lakeloom.definitions --select {asset}{where} "
+        f"dagster asset materialize {flags} --select {shlex.quote(asset)}{where} "
         f"--config-json '{config}'"
     )
 
 
+def _default_flags() -> str:
+    try:
+        return _location_from_args(argparse.Namespace()).shell_flags()
+    except CodeLocationError:
+        return "-f YOUR_DEFINITIONS.py"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print each (run, asset) summary and the re-run command; exit 0."""
+    """Print each (run, asset) summary and the re-run command; exit 0 (2: bad location flags)."""
+    try:
+        location: CodeLocation | None = _location_from_args(args).check()
+    except CodeLocationError as exc:
+        if _named(args):
+            print(f"lakeloom errors: {exc}", file=sys.stderr)
+            return 2
+        location = None  # nothing named and no pyproject.toml here: say what to fill in
     failed = read_error_report(Storage.from_env(), run_id=args.run, asset=args.asset)
     if failed.is_empty():
         print(f"no failed rows recorded in {ERRORS_TABLE}")
@@ -69,5 +97,10 @@ def run(args: argparse.Namespace) -> int:
         print()
         with pl.Config(tbl_rows=args.rows, fmt_str_lengths=80, tbl_hide_dataframe_shape=True):
             print(rows.select("partition", "key", "_error").head(args.rows))
-        print(f"\nre-run only these rows:\n  {rerun_command(asset, partitions)}\n")
+        print(f"\nre-run only these rows:\n  {rerun_command(asset, partitions, location)}\n")
     return 0
+
+
+def _named(args: argparse.Namespace) -> bool:
+    names = ("module_name", "python_file", "attribute", "working_directory")
+    return any(getattr(args, n, None) for n in names)
