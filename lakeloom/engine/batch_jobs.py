@@ -5,12 +5,16 @@ the batch id before the first poll, and the job is marked ``merged`` only after 
 committed to the cache. A batch that outlives ``max_wait_s`` is cancelled (answers so far are
 kept); if it is still not cancelled after ``cancel_wait_s``, its lines are reported, not resent,
 and the job stays open so that a later run collects it.
+
+Once a batch exists, a failing call (a poll, a cancel, a download: 5xx, 429, a dropped
+connection, even 401) never sends its lines online: the batch answers and bills them anyway. The
+job stays open and the next run resumes the same batch and downloads its files. Only a batch or
+file the provider no longer knows (404) closes the job as ``lost`` and lets its lines be resent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +35,7 @@ from lakeloom.engine.batch_files import (
 )
 from lakeloom.engine.batch_store import BatchJob, BatchStore
 from lakeloom.engine.cache import ResponseCache
+from lakeloom.engine.crashpoints import crash_point
 from lakeloom.engine.types import RunContext
 
 
@@ -106,16 +111,17 @@ class JobRunner:
             job.input_file_id = await self.api.upload(f"lakeloom-{job.job}.jsonl", data)
             await self._record(job, "uploaded")
         if job.batch_id is None:
-            batch = await self.api.find(job.input_file_id) if job.resumed else None
+            batch = await self.api.find(job.input_file_id, job.job) if job.resumed else None
             if batch is None:
                 try:
                     batch = await self.api.create(
                         job.input_file_id, URLS[self.endpoint], {"lakeloom_job": job.job}
                     )
-                except openai.APIConnectionError:  # created or not? ask before giving up
-                    batch = await self.api.find(job.input_file_id)
+                except (openai.APIConnectionError, openai.InternalServerError):
+                    batch = await self.api.find(job.input_file_id, job.job)  # created after all?
                     if batch is None:
                         raise
+            crash_point("batch_created")
             job.batch_id, job.status = batch.id, batch.status
             await self._record(job, "created")
             self._say(job, f"submitted ({batch.status})", force=True)
@@ -124,7 +130,7 @@ class JobRunner:
         """Poll with backoff until the batch ends; cancel it past ``max_wait_s``."""
         t = self.timing
         started = time.monotonic()
-        deadline, give_up = started + t.max_wait_s, None
+        deadline, give_up, cancelled = started + t.max_wait_s, None, False
         interval, batch = t.poll_interval_s, None
         while True:
             try:
@@ -140,15 +146,35 @@ class JobRunner:
                 if batch.status in TERMINAL:
                     return batch
             now = time.monotonic()
-            if give_up is None and now >= deadline:
-                self._say(job, f"not done after max_wait_s={t.max_wait_s:,.0f}s: cancelling")
-                with contextlib.suppress(openai.BadRequestError):  # ended meanwhile
-                    batch = await self.api.cancel(job.batch_id or "")
-                give_up = now + t.cancel_wait_s
-            elif give_up is not None and now >= give_up:
+            if give_up is not None and now >= give_up:
                 return None
+            if now >= deadline and not cancelled:
+                if give_up is None:
+                    self._say(job, f"not done after max_wait_s={t.max_wait_s:,.0f}s: cancelling")
+                    give_up = now + t.cancel_wait_s
+                cancelled = await self._cancel(job)
             await asyncio.sleep(max(0.05, min(interval, (give_up or deadline) - now)))
             interval = min(interval * 1.5, t.poll_max_interval_s)
+
+    async def _cancel(self, job: BatchJob) -> bool:
+        """Ask for a cancel; False when the call failed (the batch still runs: ask again)."""
+        try:
+            await self.api.cancel(job.batch_id or "")
+        except openai.BadRequestError:  # ended meanwhile
+            return True
+        except openai.NotFoundError as exc:
+            raise JobLostError(f"batch {job.batch_id} not found at the provider") from exc
+        except (openai.APIConnectionError, openai.APIStatusError) as exc:
+            self._say(job, f"cancel failed ({_reason(exc)}); the batch runs on, asking again")
+            return False
+        return True
+
+    async def _download(self, file_id: str) -> str:
+        """A result file's text; a file the provider no longer has loses the job's answers."""
+        try:
+            return await self.api.content(file_id)
+        except openai.NotFoundError as exc:
+            raise JobLostError(f"result file {file_id} not found at the provider") from exc
 
     async def collect(self, job: BatchJob) -> JobOutcome:
         """Wait for the job's batch, download its files, merge answers into the cache."""
@@ -164,11 +190,13 @@ class JobRunner:
         job.status = batch.status
         job.output_file_id, job.error_file_id = batch.output_file_id, batch.error_file_id
         job.detail = batch_errors(batch) if batch.status == "failed" else None
-        await self._record(job, "ended")
+        if job.last_event != "ended":  # a resumed job whose download failed logged it already
+            await self._record(job, "ended")
+        crash_point("batch_ended")
         lines: dict[str, LineOutcome] = {}
         for file_id in (batch.error_file_id, batch.output_file_id):  # answers win over errors
-            if file_id:
-                lines.update(parse_file(self.endpoint, await self.api.content(file_id)))
+            if file_id:  # a failed download leaves the job open (see run): never resent
+                lines.update(parse_file(self.endpoint, await self._download(file_id)))
         missing = f"batch {batch.status}" + (f": {job.detail}" if job.detail else "")
         for key in job.keys:
             lines.setdefault(key, LineOutcome(key, error=f"{missing}: no result", retryable=True))
@@ -208,14 +236,38 @@ class JobRunner:
             return await self.collect(job)
         except openai.APIStatusError as exc:
             fatal = exc.status_code in (401, 403)
-            reason = f"batch {job.last_event or 'submission'} failed: HTTP {exc.status_code}: "
-            reason += str(getattr(exc, "message", exc))[:300]
-        except (openai.APIConnectionError, JobLostError) as exc:
+            reason = f"batch {job.last_event or 'submission'} failed: {_reason(exc)}"
+        except openai.APIConnectionError as exc:
+            fatal, reason = False, f"batch {job.last_event or 'submission'} failed: {exc}"
+        except JobLostError as exc:
             fatal, reason = False, f"batch failed: {exc}"
-        if job.batch_id is not None and job.last_event == "created":
             job.status, job.detail = "lost", reason  # closed: its keys are settled below
             await self._record(job, "merged")
+            return self._failed(job, reason, started, retryable=True)
+        if job.batch_id is not None:  # the batch runs (and bills) on: collect it later
+            reason += f"; batch {job.batch_id} left open, not resent (a later run collects it)"
+            return self._failed(job, reason, started, fatal=fatal, still_open=True)
+        return self._failed(job, reason, started, retryable=not fatal, fatal=fatal)
+
+    @staticmethod
+    def _failed(
+        job: BatchJob,
+        reason: str,
+        started: float,
+        *,
+        retryable: bool = False,
+        fatal: bool = False,
+        still_open: bool = False,
+    ) -> JobOutcome:
+        """Every key of ``job`` failed with ``reason``."""
         lines = {
-            k: LineOutcome(k, error=reason, retryable=not fatal, fatal=fatal) for k in job.keys
+            k: LineOutcome(k, error=reason, retryable=retryable, fatal=fatal) for k in job.keys
         }
-        return JobOutcome(job, lines, time.monotonic() - started)
+        return JobOutcome(job, lines, time.monotonic() - started, still_open=still_open)
+
+
+def _reason(exc: openai.APIStatusError | openai.APIConnectionError) -> str:
+    """``HTTP 500: message`` (or the connection error), short."""
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: " + str(getattr(exc, "message", exc))[:300]
+    return str(exc)[:300]
