@@ -192,7 +192,7 @@ def _commit_write_id(uri: str, version: int, storage_options: dict[str, str] | N
         if type(exc).__name__ == "NotFoundError":
             return None
         raise
-    for line in text.splitlines():
+    for line in text.split("\n"):  # JSON Lines: not splitlines(), which also cuts at U+2028
         if '"commitInfo"' in line:
             info = json.loads(line).get("commitInfo") or {}
             return info.get("lakeloom.write_id")
