@@ -1,16 +1,25 @@
 """The response cache: every paid response, keyed by request hash, in a Delta table.
 
 Durability comes in two steps. Each response is first appended to a local write-ahead journal
-(JSON lines under ``data_dir()/journal/``, flushed to the OS per response, so ``kill -9`` loses
-only requests still in flight), and every ``flush_every`` responses or ``flush_interval_s``
-seconds the journal segment is committed to Delta and deleted. Each live journal segment holds an
-exclusive ``flock``; when a cache opens, segments nobody holds (their writer died) are replayed
-into Delta, skipping keys already there.
+(JSON lines under ``data_dir()/journal/``), written through to the OS by one unbuffered
+``write`` per response before ``append`` returns, so ``kill -9`` (or an OOM kill) loses only
+requests still in flight. Journal lines are not fsynced by default: the OS page cache survives
+any process crash, and an fsync per response would cost more than the request bookkeeping
+itself; a power loss or kernel panic can lose the lines of the last seconds, which are then
+paid again. Set ``fsync=True`` (or ``LAKELOOM_JOURNAL_FSYNC=1``) to fsync every append for
+machine-crash durability. Every ``flush_every`` responses or ``flush_interval_s`` seconds the
+journal segment is committed to Delta and deleted.
 
-Lookups of a whole partition are one polars semi-join of the request keys against the table's
-``request_hash`` column. The table is partitioned by ``model`` (lookups prune to the models
-asked for) and compacted with ``optimize.compact`` when small files pile up; ``vacuum`` only
-removes files older than the retention window, so concurrent readers stay safe.
+Each live segment holds an exclusive ``flock`` taken *before* the segment becomes visible: it is
+created under a hidden staging name (``.<name>.new``), locked, then renamed to
+``<name>.jsonl``. When a cache opens, visible segments nobody holds (their writer died) are
+replayed into Delta, skipping keys already there; a replayer never touches a locked segment.
+
+Lookups push the key filter into the scan (see ``cache_scan``): files whose key range cannot
+hold a wanted key are skipped, and only matching rows are read. The table is partitioned by
+``model``, written sorted by ``request_hash``, and compacted with ``optimize.compact`` when
+small files pile up; ``vacuum`` only removes files older than the retention window, so
+concurrent readers stay safe.
 """
 
 from __future__ import annotations
@@ -26,13 +35,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import polars as pl
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from lakeloom.delta import table_exists, write_table
+from lakeloom.delta import write_table
+from lakeloom.engine.cache_scan import ScanStats, scan_keys
+from lakeloom.engine.crash import crash_point
 from lakeloom.settings import Storage, data_dir
 
 SCHEMA = {
@@ -45,6 +56,7 @@ SCHEMA = {
     "created_at": pl.Datetime("us", "UTC"),
 }
 _LOOKUP_COLUMNS = ["request_hash", "response", "model", "input_tokens", "output_tokens"]
+_LOOKUP_SCHEMA = {c: SCHEMA[c] for c in _LOOKUP_COLUMNS}
 _K64 = pl.col("request_hash").str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("k64")
 
 
@@ -68,6 +80,25 @@ def _row(line: str) -> list[Any] | None:
     except ValueError:
         return None  # a line cut short by a crash
     return row if isinstance(row, list) and len(row) == 7 else None
+
+
+def _alive(pid: int) -> bool:
+    """True when process ``pid`` exists on this machine (journals are local files)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    """True while ``path`` still names the open file ``fd`` (not unlinked or replaced)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
@@ -108,34 +139,50 @@ class ResponseCache:
         flush_every: int = 5000,
         flush_interval_s: float = 2.0,
         compact_min_files: int = 64,
+        fsync: bool | None = None,
     ) -> None:
-        """Open the cache under ``<root>/_lakeloom/<table>`` and replay orphaned journals."""
+        """Open the cache under ``<root>/_lakeloom/<table>`` and replay orphaned journals.
+
+        ``fsync`` (default ``LAKELOOM_JOURNAL_FSYNC``, off) fsyncs every journal append.
+        """
         self.storage = storage or Storage.from_env()
         self.uri = self.storage.table_uri("_lakeloom", table)
         self.flush_every = flush_every
         self.flush_interval_s = flush_interval_s
         self.compact_min_files = compact_min_files
+        if fsync is None:
+            fsync = os.environ.get("LAKELOOM_JOURNAL_FSYNC", "") not in ("", "0")
+        self.fsync = fsync
         self.stats = CacheStats()
+        self.scan_stats = ScanStats()
         digest = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
         self.journal_dir = data_dir() / "journal" / digest
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._pending: list[list[Any]] = []
-        self._segment: IO[str] | None = None
+        self._segment: int | None = None  # the live segment's file descriptor (locked)
         self._segment_path: Path | None = None
         self._flush_due: asyncio.Event | None = None  # set while flush_loop runs
-        self._exists = False
-        self._sync_scheduled = False
         self.replayed = self.replay_orphans()
 
     # -- journal ------------------------------------------------------------------------------
 
     def _open_segment(self) -> None:
-        path = self.journal_dir / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
-        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives until rotated
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._segment, self._segment_path = handle, path
+        """Create, lock, then publish a segment, so no replayer can ever see it unlocked."""
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        staging = self.journal_dir / f".{name}.new"  # not *.jsonl: invisible to replay
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        fd = os.open(staging, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path = self.journal_dir / f"{name}.jsonl"
+            os.rename(staging, path)  # the lock travels with the open file
+        except BaseException:
+            os.close(fd)
+            staging.unlink(missing_ok=True)
+            raise
+        self._segment, self._segment_path = fd, path
 
     def append(
         self,
@@ -146,7 +193,7 @@ class ResponseCache:
         input_tokens: int,
         output_tokens: int,
     ) -> None:
-        """Record one paid response: journaled (flushed to the OS) now, in Delta soon."""
+        """Record one paid response: on the OS (journal) before returning, in Delta soon."""
         row = [
             key,
             model,
@@ -157,38 +204,21 @@ class ResponseCache:
             response_text,
         ]
         line = json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
+        data = line.encode("utf-8")
         with self._lock:
             if self._segment is None:
                 self._open_segment()
             assert self._segment is not None
-            self._segment.write(line)
+            view = memoryview(data)
+            while view:  # one write() for a regular file; loop in case it is ever partial
+                view = view[os.write(self._segment, view) :]
+            if self.fsync:
+                os.fsync(self._segment)
             self._pending.append(row)
             due = len(self._pending) >= self.flush_every
-        self._sync_journal()
+        crash_point("journal_append")
         if due and self._flush_due is not None:
             self._flush_due.set()
-
-    def _sync_journal(self) -> None:
-        """Push journal lines to the OS: at the end of this event-loop turn, else right now.
-
-        Responses that arrive in the same loop turn share one write call; none waits for
-        anything but the current turn, so a ``kill -9`` still loses only requests in flight.
-        """
-        if self._sync_scheduled:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._write_journal()
-            return
-        self._sync_scheduled = True
-        loop.call_soon(self._write_journal)
-
-    def _write_journal(self) -> None:
-        self._sync_scheduled = False
-        with self._lock:
-            if self._segment is not None:
-                self._segment.flush()
 
     @property
     def pending(self) -> int:
@@ -202,29 +232,27 @@ class ResponseCache:
                 rows, self._pending = self._pending, []
                 segment, path = self._segment, self._segment_path
                 self._segment = self._segment_path = None
-            if not rows:
-                if segment is not None:
-                    segment.close()
-                    if path is not None:
-                        path.unlink(missing_ok=True)
-                return 0
-            try:
-                self._write(_frame(rows))
-            except BaseException:
-                with self._lock:  # keep them for the next flush; the journal still has them
-                    self._pending[:0] = rows
-                if segment is not None:
-                    segment.close()  # lock released: the next open replays it
-                raise
+            if rows:
+                crash_point("cache_commit")
+                try:
+                    self._write(_frame(rows))
+                except BaseException:
+                    with self._lock:  # keep them for the next flush; the journal still has them
+                        self._pending[:0] = rows
+                    if segment is not None:
+                        os.close(segment)  # lock released: the next open replays it
+                    raise
+                crash_point("cache_committed")
             if segment is not None:
-                segment.close()
                 if path is not None:
-                    path.unlink(missing_ok=True)
+                    path.unlink(missing_ok=True)  # unlink while locked: no replay sees it
+                os.close(segment)
             return len(rows)
 
     def _write(self, df: pl.DataFrame) -> None:
+        """Append sorted by key: narrow key ranges per row group (and file) prune lookups."""
         write_table(
-            df,
+            df.sort("request_hash"),
             self.uri,
             mode="append",
             partition_by=["model"],
@@ -259,6 +287,8 @@ class ResponseCache:
 
     def replay_orphans(self) -> int:
         """Commit journals left by dead writers (a crash) to Delta; returns rows added."""
+        for staging in self.journal_dir.glob(".*.new"):
+            self._clear_stale(staging)
         added = 0
         for path in sorted(self.journal_dir.glob("*.jsonl")):
             if path == self._segment_path:
@@ -272,6 +302,8 @@ class ResponseCache:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a live writer owns it
+                if not _same_file(path, handle.fileno()):
+                    continue  # replayed and removed by another process meanwhile
                 rows = [r for r in map(_row, handle) if r is not None]
                 if rows:
                     df = _frame(rows).unique("request_hash", keep="first")
@@ -283,30 +315,31 @@ class ResponseCache:
                 path.unlink(missing_ok=True)
         return added
 
+    @staticmethod
+    def _clear_stale(staging: Path) -> None:
+        """Remove a staging segment whose creator died before publishing it.
+
+        It holds no line (lines are written only after the rename). Its name carries the
+        creator's pid: while that process lives the file is kept, since it may sit between
+        its create and its lock right now (a reused pid only delays the cleanup).
+        """
+        pid = staging.name[1:].partition("-")[0]
+        if pid.isdigit() and _alive(int(pid)):
+            return
+        staging.unlink(missing_ok=True)
+
     # -- lookups ------------------------------------------------------------------------------
 
-    def _scan(self, models: Sequence[str] | None) -> pl.LazyFrame | None:
+    def _scan(self, keys: pl.Series, models: Sequence[str] | None) -> pl.DataFrame | None:
+        """Cached rows among ``keys`` read from Delta (None: no table yet)."""
         options = self.storage.storage_options or None
-        if not self._exists:
-            self._exists = table_exists(self.uri, options)
-            if not self._exists:
-                return None
-        lf = pl.scan_delta(self.uri, storage_options=options)
-        if models:
-            lf = lf.filter(pl.col("model").is_in(list(models)))
-        return lf
+        return scan_keys(self.uri, options, keys, _LOOKUP_SCHEMA, self.scan_stats, models=models)
 
     def _known(self, keys: pl.Series, models: Sequence[str] | None) -> pl.DataFrame:
-        lf = self._scan(models)
-        wanted = pl.DataFrame({"request_hash": keys.cast(pl.String)})
-        if lf is None:
-            return wanted.clear()
-        return (
-            lf.select("request_hash")
-            .join(wanted.lazy(), on="request_hash", how="semi")
-            .unique()
-            .collect()
-        )
+        found = self._scan(keys, models)
+        if found is None:
+            return pl.DataFrame({"request_hash": keys.cast(pl.String)}).clear()
+        return found.select("request_hash").unique()
 
     def match(
         self, keys: pl.Series | Sequence[str], *, models: Sequence[str] | None = None
@@ -317,20 +350,21 @@ class ResponseCache:
         output_tokens. The join runs on the first 64 bits of the hash as an integer (several
         times faster than joining strings); the full hash is then compared, so a 64-bit
         collision can only cause a miss, never a wrong answer. ``models`` (optional) prunes
-        the scan to those model partitions.
+        the scan to those model partitions. Only rows whose key is asked for are read
+        (``scan_stats`` counts them), so memory follows the lookup, not the cache.
         """
         keys = keys if isinstance(keys, pl.Series) else pl.Series(list(keys), dtype=pl.String)
         left = pl.DataFrame({"request_hash": keys.cast(pl.String)}).with_columns(_K64)
         sources = []
-        lf = self._scan(models)
-        if lf is not None:
-            sources.append(lf.select(_LOOKUP_COLUMNS).collect())
+        stored = self._scan(left["request_hash"], models)
+        if stored is not None and stored.height:
+            sources.append(stored)
         with self._lock:
             pending = list(self._pending)
         if pending:
             sources.append(_frame(pending).select(_LOOKUP_COLUMNS))
         if not sources:
-            cached = pl.DataFrame(schema={c: SCHEMA[c] for c in _LOOKUP_COLUMNS})
+            cached = pl.DataFrame(schema=_LOOKUP_SCHEMA)
         else:
             cached = pl.concat(sources, how="vertical_relaxed") if len(sources) > 1 else sources[0]
         # Join integers, not strings: position of each key's row in ``cached`` (null = miss),

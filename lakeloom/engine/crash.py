@@ -1,0 +1,29 @@
+"""Deterministic crash points for the crash-matrix tests: ``LAKELOOM_CRASH_AT``.
+
+Set ``LAKELOOM_CRASH_AT=<point>`` (or ``<point>:<n>`` for the n-th time that point is reached,
+default the first) and the process SIGKILLs itself right at that durable boundary, so a test
+can rerun and check that nothing received was lost or paid twice, with no sleep-then-kill
+timing. Unset (always, outside tests) this costs one comparison per call.
+
+Points: ``journal_append`` (a response is on the journal, nothing committed),
+``cache_commit`` (a flush is about to commit to Delta; its journal is intact),
+``cache_committed`` (the flush is in Delta; its journal segment is not yet removed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_SPEC = os.environ.get("LAKELOOM_CRASH_AT", "")
+_POINT, _, _NTH = _SPEC.partition(":")
+_COUNTS: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process when ``LAKELOOM_CRASH_AT`` names this point (and its count)."""
+    if name != _POINT:
+        return
+    seen = _COUNTS[name] = _COUNTS.get(name, 0) + 1
+    if seen >= int(_NTH or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
