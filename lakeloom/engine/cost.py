@@ -51,8 +51,16 @@ class ModelPrice(BaseModel):
         ge=0,
         description="Batch API USD per 1M completion tokens (default: output/2).",
     )
-    context_window: int | None = Field(default=None, gt=0, description="Max prompt+output tokens.")
-    max_output: int | None = Field(default=None, ge=0, description="Max completion tokens.")
+    context_window: int | None = Field(
+        default=None,
+        gt=0,
+        description="Override of the model's context window (default: provider_limits.json).",
+    )
+    max_output: int | None = Field(
+        default=None,
+        ge=0,
+        description="Override of the model's max completion tokens (default: provider_limits).",
+    )
 
     def cost(self, *, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
         """Online (non-batch) cost of one response from its reported usage."""
@@ -155,19 +163,48 @@ class PriceTable:
         return price
 
 
+BUDGET_ERROR = "budget exceeded: not sent (max_cost_usd={:.4f})"
+RETRY_BUDGET_ERROR = "budget exceeded: retry not sent (max_cost_usd={:.4f}) after {}"
+
+DEFAULT_MAX_OUTPUT = 16_384
+"""Output tokens reserved for a chat body without ``max_tokens`` on a model whose price entry
+has neither ``max_output`` nor ``context_window``: the largest completion of OpenAI's current
+chat models (gpt-4o: 16,384), so an unbounded request is never reserved as zero output."""
+
+
+def worst_output_tokens(price: ModelPrice, prompt_tokens: int, max_output: int) -> int:
+    """Output tokens a chat request may be billed for at most (the budget's worst case).
+
+    ``max_output`` is the body's own ``max_tokens``/``max_completion_tokens`` (0 when unset).
+    Unset, the model may write up to its ``max_output``, else what its context window leaves
+    after the prompt, else :data:`DEFAULT_MAX_OUTPUT`.
+    """
+    if max_output > 0:
+        return max_output
+    if price.max_output:
+        return price.max_output
+    if price.context_window:
+        return max(0, price.context_window - prompt_tokens)
+    return DEFAULT_MAX_OUTPUT
+
+
 @dataclass(slots=True)
 class BudgetGuard:
-    """Admits a request only if committed spend + in-flight worst cases + its own stay in budget.
+    """Admits an attempt only if committed spend + in-flight worst cases + its own stay in budget.
 
-    A reservation is the request's worst case (all prompt tokens + its max output tokens at the
-    online price). ``settle`` swaps it for the real cost; attempts that may have been billed
-    without a usage report (timeouts, garbled bodies) are charged at their worst case.
+    The budget holds per *run*: ``committed_usd`` starts at what the run already spent in
+    earlier engine calls, steps and step retries (read from the cost ledger by run id), and every
+    *attempt* is reserved, not every request: a retry after a timeout or a garbled body (an
+    attempt the provider may have billed without telling us) reserves its worst case again, and
+    such an attempt stays committed at its worst case (``uncertain_usd``). ``settle`` swaps the
+    last attempt's reservation for what it really cost.
     """
 
     max_cost_usd: float | None
     committed_usd: float = 0.0
     reserved_usd: float = 0.0
     stopped: bool = False
+    uncertain_usd: float = 0.0
 
     def try_reserve(self, worst_case_usd: float) -> bool:
         """Reserve ``worst_case_usd``; False (and stop admitting for good) if it would not fit."""
@@ -186,3 +223,63 @@ class BudgetGuard:
         if self.max_cost_usd is not None:
             self.reserved_usd = max(0.0, self.reserved_usd - worst_case_usd)
         self.committed_usd += actual_usd
+
+    def charge_uncertain(self, worst_case_usd: float) -> None:
+        """Commit a reserved attempt that may have been billed without a usage report."""
+        self.settle(worst_case_usd, worst_case_usd)
+        self.uncertain_usd += worst_case_usd
+
+    @property
+    def left_usd(self) -> float | None:
+        """What may still be reserved (None: no budget)."""
+        if self.max_cost_usd is None:
+            return None
+        return max(0.0, self.max_cost_usd - self.committed_usd - self.reserved_usd)
+
+    def attempts(self, worst_case_usd: float) -> AttemptBudget:
+        """A per-request handle that reserves each attempt (what the client's retry loop uses)."""
+        return AttemptBudget(self, worst_case_usd)
+
+
+@dataclass(slots=True)
+class AttemptBudget:
+    """One request's attempts against a :class:`BudgetGuard`: reserve before, settle after.
+
+    The client calls :meth:`reserve` before every attempt (the first included), then exactly one
+    of :meth:`uncertain` (timed out / garbled: may be billed, stays committed at its worst case),
+    :meth:`release` (answered with an error: not billed) or, once the answer is priced,
+    :meth:`settle` with its real cost.
+    """
+
+    guard: BudgetGuard
+    worst_usd: float
+    held: bool = False
+    uncertain_attempts: int = 0
+
+    def reserve(self) -> bool:
+        """Reserve one attempt's worst case; False when the budget cannot take it."""
+        if self.held:  # a reservation still open: the same attempt asks again
+            return True
+        self.held = self.guard.try_reserve(self.worst_usd)
+        return self.held
+
+    def uncertain(self) -> None:
+        """The attempt may have been billed: keep its worst case committed."""
+        if self.held:
+            self.guard.charge_uncertain(self.worst_usd)
+            self.held = False
+        self.uncertain_attempts += 1
+
+    def release(self) -> None:
+        """The attempt was refused (429, 5xx, connection error): nothing billed."""
+        if self.held:
+            self.guard.settle(self.worst_usd, 0.0)
+            self.held = False
+
+    def settle(self, actual_usd: float) -> None:
+        """The answer arrived and was priced: commit its real cost."""
+        if self.held:
+            self.guard.settle(self.worst_usd, actual_usd)
+            self.held = False
+        else:
+            self.guard.committed_usd += actual_usd
