@@ -140,7 +140,7 @@ def predict_from_ref(
     source = as_ref(input_ref_json)
     frame = open_reference(source)
     model = ModelStore(Storage(root=models_root)).load(
-        model_ref.name, model_ref.version, check=frame
+        model_ref.name, model_ref.version, check=frame, metadata_sha256=model_ref.metadata_sha256
     )
     scored = predict(model, frame)
     if keep_columns is not None:

@@ -1,5 +1,6 @@
 """Versioned model store under the storage root (``<root>/_lakeloom/models/<name>/v<N>/``)."""
 
+from lakeloom.models.formats import ModelIntegrityError as ModelIntegrityError
 from lakeloom.models.store import ModelNotFoundError as ModelNotFoundError
 from lakeloom.models.store import ModelRef as ModelRef
 from lakeloom.models.store import ModelStore as ModelStore

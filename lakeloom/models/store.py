@@ -1,10 +1,12 @@
 """Versioned model store: ``<root>/_lakeloom/models/<name>/v<N>/`` with the model and its metadata.
 
-Each version holds ``model.joblib`` (the whole :class:`~lakeloom.core.predict.TrainedModel`),
-``model.lgb.txt`` (LightGBM's native text booster, readable without lakeloom) when the estimator
-is LightGBM, and ``metadata.json``: features with dtypes and vocabularies, target, task,
-estimator, chosen params, CV metrics, the lineage references of the training data (pinned Delta
-versions), library versions and ``created_at``.
+A LightGBM model is stored with no pickle: ``model.lgb.txt`` (LightGBM's own text booster, also
+readable without lakeloom) plus JSON/Arrow/npy sidecars; any other estimator as ``model.joblib``
+(the whole :class:`~lakeloom.core.predict.TrainedModel`). ``metadata.json`` holds features with
+dtypes and vocabularies, target, task, estimator, chosen params, CV metrics, the lineage
+references of the training data (pinned Delta versions), library versions, ``created_at`` and
+the sha256 of every model file, checked before a byte of it is parsed or unpickled (see
+:mod:`lakeloom.models.formats`: the metadata must be trusted, it is written by the run).
 
 Writers reserve ``v<N>`` by creating ``v<N>/_reserved`` exclusively, so two concurrent saves never
 share a version; ``metadata.json`` is written last, so a version without it (a crashed save) is
@@ -26,12 +28,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import fsspec
-import joblib
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from lakeloom.core.features import FeatureMismatchError
 from lakeloom.core.predict import TrainedModel
+from lakeloom.models import formats
+from lakeloom.models.formats import ModelIntegrityError
 from lakeloom.settings import Storage
 from lakeloom.storage.check import ensure_safe_storage
 from lakeloom.storage.env import is_s3
@@ -55,6 +58,7 @@ class ModelRef(BaseModel):
     name: str
     version: int
     uri: str
+    metadata_sha256: str | None = None  # of metadata.json; pins it when passed back to load
 
 
 def library_versions() -> dict[str, str | None]:
@@ -246,17 +250,20 @@ class ModelStore:
         objects with ``to_json()`` such as ``lakeloom.ref(...)``), pinned to Delta versions.
         """
         entries = [_lineage_entry(r) for r in lineage]
+        stored = TrainedModel(**{**model.__dict__, "info": {}})
+        if formats.is_lightgbm(model):
+            blobs = formats.dump_lightgbm(stored)
+            files = {"model": None, "native": formats.NATIVE}
+            fmt = formats.LIGHTGBM_FORMAT
+        else:
+            blobs = {formats.JOBLIB: formats.dump_joblib(stored)}
+            files = {"model": formats.JOBLIB, "native": None}
+            fmt = formats.JOBLIB_FORMAT
         version = self._reserve(name)
         folder = f"{self._name_path(name)}/v{version}"
-        files = {"model": "model.joblib", "native": None}
-        stored = TrainedModel(**{**model.__dict__, "info": {}})
-        with self._fs.open(f"{folder}/model.joblib", "wb") as handle:
-            joblib.dump(stored, handle, compress=3)
-        booster = getattr(model.estimator, "booster_", None)
-        if booster is not None:
-            with self._fs.open(f"{folder}/model.lgb.txt", "w") as handle:
-                handle.write(booster.model_to_string())
-            files["native"] = "model.lgb.txt"
+        for filename, data in blobs.items():
+            with self._fs.open(f"{folder}/{filename}", "wb") as handle:
+                handle.write(data)
         metadata = {
             "name": name,
             "version": version,
@@ -275,31 +282,79 @@ class ModelStore:
             "lineage": entries,
             "versions": library_versions(),
             "files": files,
+            "format": fmt,
             **(dict(extra) if extra else {}),
+            "sha256": {filename: formats.sha256(data) for filename, data in blobs.items()},
         }
-        text = json.dumps(_jsonable(metadata), indent=2, sort_keys=True)
-        with self._fs.open(f"{folder}/metadata.json.tmp", "w") as handle:
+        text = json.dumps(_jsonable(metadata), indent=2, sort_keys=True).encode()
+        with self._fs.open(f"{folder}/metadata.json.tmp", "wb") as handle:
             handle.write(text)
         self._fs.mv(f"{folder}/metadata.json.tmp", f"{folder}/metadata.json")
-        return ModelRef(name=name, version=version, uri=self.uri(name, version))
+        return ModelRef(
+            name=name,
+            version=version,
+            uri=self.uri(name, version),
+            metadata_sha256=formats.sha256(text),
+        )
 
     # -- load ------------------------------------------------------------------------------
-    def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """Read the ``metadata.json`` of a version (latest when ``version`` is None)."""
+    def metadata(
+        self, name: str, version: int | None = None, *, sha256: str | None = None
+    ) -> dict[str, Any]:
+        """Read the ``metadata.json`` of a version (latest when ``version`` is None).
+
+        With ``sha256`` (``ModelRef.metadata_sha256``), refuse a file with another digest.
+        """
         version = self.resolve(name, version)
-        with self._fs.open(f"{self._name_path(name)}/v{version}/metadata.json", "r") as handle:
-            return json.load(handle)
+        data = self._read(name, version, "metadata.json")
+        if sha256 is not None and formats.sha256(data) != sha256:
+            raise ModelIntegrityError(
+                f"model {name!r} v{version}: metadata.json has sha256 {formats.sha256(data)} "
+                f"but the reference records {sha256}; refusing to load it"
+            )
+        return json.loads(data)
+
+    def _read(self, name: str, version: int, filename: str) -> bytes:
+        with self._fs.open(f"{self._name_path(name)}/v{version}/{filename}", "rb") as handle:
+            return handle.read()
+
+    def _verified(self, name: str, meta: Mapping[str, Any]) -> dict[str, bytes]:
+        """Every model file of a version, each checked against its recorded digest."""
+        version = int(meta["version"])
+        if meta.get("format") == formats.LIGHTGBM_FORMAT:
+            wanted = [f for f in (meta.get("sha256") or {}) if f != formats.JOBLIB]
+            if formats.NATIVE not in wanted or formats.SIDECAR not in wanted:
+                wanted = [formats.NATIVE, formats.SIDECAR]  # verify() names what is missing
+        else:
+            wanted = [formats.JOBLIB]
+        files = {}
+        for filename in wanted:
+            data = self._read(name, version, filename)
+            formats.verify(name, version, filename, data, meta)
+            files[filename] = data
+        return files
 
     def load(
-        self, name: str, version: int | None = None, *, check: pl.DataFrame | None = None
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        check: pl.DataFrame | None = None,
+        metadata_sha256: str | None = None,
     ) -> TrainedModel:
         """Load the latest (or a pinned) version; with ``check``, verify that frame can feed it.
 
+        Every file's sha256 is checked against ``metadata.json`` before it is parsed (a
+        mismatch raises :class:`ModelIntegrityError` and nothing is unpickled); LightGBM models
+        load with no pickle at all. ``metadata_sha256`` also pins ``metadata.json`` itself.
         ``model.info`` carries the stored metadata (name, version, uri, lineage, metrics...).
         """
-        meta = self.metadata(name, version)
-        with self._fs.open(f"{self._name_path(name)}/v{meta['version']}/model.joblib", "rb") as f:
-            model: TrainedModel = joblib.load(f)
+        meta = self.metadata(name, version, sha256=metadata_sha256)
+        files = self._verified(name, meta)
+        if meta.get("format") == formats.LIGHTGBM_FORMAT:
+            model = formats.load_lightgbm(files)
+        else:
+            model = formats.load_joblib(files[formats.JOBLIB])
         model.info = meta
         now = library_versions()
         for lib in ("scikit-learn", "lightgbm"):

@@ -1,5 +1,6 @@
 """Model store on a real local folder: round trip, versions, lineage, compatibility checks."""
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -11,7 +12,13 @@ import pytest
 
 from lakeloom.core.features import FeatureMismatchError
 from lakeloom.core.predict import PredictSpec, fit, predict
-from lakeloom.models import ModelNotFoundError, ModelStore, load_model, save_model
+from lakeloom.models import (
+    ModelIntegrityError,
+    ModelNotFoundError,
+    ModelStore,
+    load_model,
+    save_model,
+)
 from lakeloom.settings import Storage
 
 
@@ -42,7 +49,9 @@ def test_round_trip_predicts_identically(digits_model, digits_embedded, storage)
     assert (ref.name, ref.version) == ("digits", 1)
     assert ref.uri == f"{storage.root}/_lakeloom/models/digits/v1"
     folder = Path(ref.uri)
-    assert {p.name for p in folder.iterdir()} >= {"model.joblib", "model.lgb.txt", "metadata.json"}
+    # LightGBM is stored with no pickle at all (issue 13.12): booster text + data sidecars
+    assert {p.name for p in folder.iterdir()} >= {"model.lgb.txt", "model.json", "metadata.json"}
+    assert not (folder / "model.joblib").exists()
 
     loaded = load_model("digits", storage=storage, check=digits_embedded)
     frame = digits_embedded.drop("labels")
@@ -159,3 +168,133 @@ def test_regression_model_without_native_file(diabetes, storage):
     out = predict(load_model("diabetes-rf", storage=storage), diabetes)
     assert out["prediction"].equals(predict(model, diabetes)["prediction"])
     assert isinstance(out, pl.DataFrame)
+
+
+# -- issue 13.12: the store verifies every file before parsing; LightGBM loads with no pickle --
+def _marker_payload(marker: Path) -> bytes:
+    """A pickle whose unpickling creates ``marker`` (what an attacker would put in the bucket)."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    return pickle.dumps(Payload())
+
+
+def _rf_model(diabetes):
+    features = tuple(c for c in diabetes.columns if c not in {"id", "target"})
+    spec = PredictSpec(
+        features=features,
+        target="target",
+        task="regression",
+        estimator="random_forest",
+        param_grid={"n_estimators": (5,)},
+        outer_folds=2,
+        inner_folds=2,
+    )
+    return fit(diabetes, spec)
+
+
+def test_tampered_joblib_is_refused_before_unpickling(diabetes, storage, tmp_path):
+    import pickle
+
+    ref = save_model(_rf_model(diabetes), "rf", storage=storage)
+    meta = json.loads((Path(ref.uri) / "metadata.json").read_text())
+    good = meta["sha256"]["model.joblib"]
+    assert good == hashlib.sha256((Path(ref.uri) / "model.joblib").read_bytes()).hexdigest()
+
+    proof = tmp_path / "payload-works"
+    pickle.loads(_marker_payload(proof))  # the payload really runs code when unpickled
+    assert proof.exists()
+
+    marker = tmp_path / "pwned"
+    evil = _marker_payload(marker)
+    (Path(ref.uri) / "model.joblib").write_bytes(evil)
+    with pytest.raises(ModelIntegrityError) as refused:
+        load_model("rf", storage=storage)
+    message = str(refused.value)
+    assert "'rf' v1" in message and "model.joblib" in message
+    assert good in message and hashlib.sha256(evil).hexdigest() in message
+    assert not marker.exists()  # nothing was unpickled
+
+
+def test_metadata_without_digest_is_refused(diabetes, storage, tmp_path):
+    ref = save_model(_rf_model(diabetes), "rf", storage=storage)
+    path = Path(ref.uri) / "metadata.json"
+    meta = json.loads(path.read_text())
+    del meta["sha256"]
+    path.write_text(json.dumps(meta))
+    marker = tmp_path / "pwned"
+    (Path(ref.uri) / "model.joblib").write_bytes(_marker_payload(marker))
+    with pytest.raises(ModelIntegrityError, match="'rf' v1: metadata.json records no sha256"):
+        load_model("rf", storage=storage)
+    assert not marker.exists()
+
+
+def test_pinned_metadata_digest_detects_a_rewritten_metadata_file(diabetes, storage):
+    store = ModelStore(storage)
+    ref = store.save(_rf_model(diabetes), "rf")
+    assert ref.metadata_sha256 and store.load("rf", 1, metadata_sha256=ref.metadata_sha256)
+    path = Path(ref.uri) / "metadata.json"
+    path.write_text(path.read_text().replace('"n_train"', '"n_train" '))
+    with pytest.raises(ModelIntegrityError, match="metadata.json has sha256 .* but the reference"):
+        store.load("rf", 1, metadata_sha256=ref.metadata_sha256)
+
+
+def test_lightgbm_round_trip_is_exact_and_unpickles_nothing(
+    digits_model, digits_embedded, storage, monkeypatch
+):
+    import pickle
+
+    import joblib
+
+    ref = save_model(digits_model, "digits", storage=storage)
+    meta = json.loads((Path(ref.uri) / "metadata.json").read_text())
+    assert meta["format"] == "lightgbm-text"
+    assert meta["files"] == {"model": None, "native": "model.lgb.txt"}
+    assert set(meta["sha256"]) >= {"model.lgb.txt", "model.json", "classes.arrow"}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a pickle was loaded")
+
+    monkeypatch.setattr(joblib, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    loaded = load_model("digits", storage=storage, check=digits_embedded)
+    frame = digits_embedded.drop("labels")
+    assert predict(loaded, frame).equals(predict(digits_model, frame))  # bit-identical
+    X = loaded.schema.matrix(frame)
+    assert np.array_equal(
+        loaded.estimator.predict_proba(X), digits_model.estimator.predict_proba(X)
+    )
+    assert np.array_equal(loaded.estimator.predict(X), digits_model.estimator.predict(X))
+    assert loaded.spec.spec_hash() == digits_model.spec.spec_hash()
+    assert loaded.target == digits_model.target and loaded.schema == digits_model.schema
+    assert np.array_equal(loaded.train_rows, digits_model.train_rows)
+
+
+def test_lightgbm_regression_round_trip_is_exact(diabetes, storage):
+    features = tuple(c for c in diabetes.columns if c not in {"id", "target"})
+    spec = PredictSpec(
+        features=features,
+        target="target",
+        task="regression",
+        param_grid={"n_estimators": (20,), "num_leaves": (7,)},
+        outer_folds=2,
+        inner_folds=2,
+    )
+    model = fit(diabetes, spec)
+    save_model(model, "diabetes-lgb", storage=storage)
+    out = predict(load_model("diabetes-lgb", storage=storage), diabetes)
+    assert out.equals(predict(model, diabetes))
+
+
+@pytest.mark.parametrize("filename", ["model.lgb.txt", "model.json"])
+def test_tampered_lightgbm_files_are_refused(digits_model, storage, filename):
+    ref = save_model(digits_model, "digits", storage=storage)
+    path = Path(ref.uri) / filename
+    text = path.read_text()
+    path.write_text(text.replace("0", "1", 1))
+    with pytest.raises(ModelIntegrityError, match=f"'digits' v1: {filename} has sha256"):
+        load_model("digits", storage=storage)
