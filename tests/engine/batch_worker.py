@@ -1,7 +1,8 @@
 """A separate process running a Batch API backfill, so a test can ``kill -9`` it mid-batch.
 
 Usage: ``python -m tests.engine.batch_worker BASE_URL --n 2000``
-(storage and journal come from LAKELOOM_HOME / LAKELOOM_STORAGE_ROOT).
+(storage and journal come from LAKELOOM_HOME / LAKELOOM_STORAGE_ROOT; ``LAKELOOM_CRASH_AT=<point>``
+makes it SIGKILL itself at that crash point, see ``lakeloom.engine.crashpoints``).
 """
 
 import argparse

@@ -241,3 +241,86 @@ def test_api_key_and_cli_flags(batch_sim):
         1000,
         5000,
     )
+
+
+def test_input_lines_holding_raw_line_separators_are_one_line_each(batch_sim):
+    """JSON Lines end at "\\n" only: U+2028/U+2029/U+0085 inside a string do not cut a line."""
+    sim = batch_sim()
+    texts = [f"row {i} says a{ch}b" for i, ch in enumerate(["\u2028", "\u2029", "\x85"])]
+    lines = [
+        json.dumps(
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": CHAT,
+                "body": {"model": "sim-chat", "messages": [{"role": "user", "content": t}]},
+            },
+            ensure_ascii=False,
+        )
+        for i, t in enumerate(texts)
+    ]
+
+    async def go():
+        async with AsyncOpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client:
+            f = await client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+            b = await client.batches.create(
+                input_file_id=f.id, endpoint=CHAT, completion_window="24h"
+            )
+            return await wait(client, b.id)
+
+    batch = asyncio.run(go())
+    assert batch.status == "completed" and batch.request_counts.completed == 3
+
+
+def test_billed_usage_and_answered_twice_count_online_and_batch_answers(batch_sim):
+    """/stats bills every answer by channel and model and counts identical requests paid twice."""
+    sim = batch_sim()
+    body = {"model": "sim-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+
+    async def go():
+        async with AsyncOpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client:
+            await client.chat.completions.create(**body)
+            line = json.dumps({"custom_id": "a", "method": "POST", "url": CHAT, "body": body})
+            f = await client.files.create(file=("in.jsonl", jsonl([line])), purpose="batch")
+            b = await client.batches.create(
+                input_file_id=f.id, endpoint=CHAT, completion_window="24h"
+            )
+            await wait(client, b.id)
+            await client.chat.completions.create(**{**body, "max_tokens": 6})  # another request
+
+    asyncio.run(go())
+    s = sim.stats()
+    assert s["answered_twice"] == 1 and s["answered_unique"] == 2  # online + batch line: twice
+    online, batch = s["billed"]["online"]["sim-chat"], s["billed"]["batch"]["sim-chat"]
+    assert (online["requests"], batch["requests"]) == (2, 1)
+    assert online["prompt_tokens"] == 2 * batch["prompt_tokens"] > 0
+    assert (
+        online["prompt_tokens"] + batch["prompt_tokens"]
+        == s["prompt_tokens"] + stats(sim)["prompt_tokens"]
+    )
+
+
+def test_injected_download_and_cancel_failures_are_500s_then_pass(batch_sim):
+    sim = batch_sim(batch_delay_s=3600, batch_download_failures=1, batch_cancel_failures=2)
+
+    async def go():
+        async with AsyncOpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client:
+            f = await client.files.create(file=("in.jsonl", jsonl([chat_line(1)])), purpose="batch")
+            b = await client.batches.create(
+                input_file_id=f.id, endpoint=CHAT, completion_window="24h"
+            )
+            for _ in range(2):
+                with pytest.raises(openai.InternalServerError):
+                    await client.batches.cancel(b.id)
+            assert (await client.batches.retrieve(b.id)).status in ("validating", "in_progress")
+            await client.batches.cancel(b.id)
+            done = await wait(client, b.id)
+            assert (await client.files.content(f.id)).content  # input files never fail
+            with pytest.raises(openai.InternalServerError):
+                await client.files.content(done.error_file_id)
+            return await client.files.content(done.error_file_id)
+
+    content = asyncio.run(go())
+    assert json.loads(content.text)["error"]["code"] == "batch_cancelled"
+    s = stats(sim)
+    assert (s["downloads_failed"], s["cancels_failed"], s["batches_cancelled"]) == (1, 2, 1)
