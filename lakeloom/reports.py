@@ -2,13 +2,17 @@
 
 Every LLM column transformation keeps its failed rows (``_status = 'error'``) in its own table;
 this module copies them, per run and asset, into one table, ``lakeloom_errors`` beside the asset
-tables (so the DuckDB catalog exposes it as a view), with the row's key, partition, error, the
-error's reason (its text before the first ``:``), request hash and run id. A step retry replaces
-its own rows (predicate overwrite on run id + asset), so a run's report is exact.
+tables (so the DuckDB catalog exposes it as a view), with the row's key, partition, error, its
+stable reason class ``_reason`` (see :mod:`lakeloom.core.reasons`; the summary groups by it),
+the error's text before the first ``:`` (``reason``), request hash and run id. A step retry
+replaces its own rows (predicate overwrite on run id + asset), so a run's report is exact.
 
 Re-running just the failed rows: :func:`split_for_rerun` picks the rows of a partition whose
-stored ``_status`` is ``error`` (or that were never processed) and :func:`merge_rerun` puts the
-new answers back beside the stored ok/skipped rows, in input order.
+stored ``_status`` is ``error`` (or that were never processed), :func:`superseded_hashes` names
+the failed rows whose invalid answer came from the provider (and is cached: they must be asked
+again, not replayed), and :func:`merge_rerun` puts the new answers back beside the stored
+ok/skipped rows, in input order. The input's key must identify its rows (checked here too:
+one row per key, no nulls), or a re-run would write one answer onto several rows.
 No Dagster import: the assets call this through :mod:`lakeloom.assets.error_report`.
 """
 
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from lakeloom.core.reasons import ANSWERED, reason_expr
+from lakeloom.core.row_keys import check_unique_keys
 from lakeloom.delta import and_predicates, in_predicate, scan_table, table_exists, write_table
 from lakeloom.settings import Storage
 
@@ -33,6 +39,7 @@ ERRORS_SCHEMA: dict[str, pl.DataType] = {
     "partition": pl.String(),
     "key": pl.String(),
     "reason": pl.String(),
+    "_reason": pl.String(),
     "_error": pl.String(),
     "_request_hash": pl.String(),
     "_model": pl.String(),
@@ -71,12 +78,15 @@ def failed_rows(
         else pl.lit(None, pl.String)
     )
     now = dt.datetime.now(dt.UTC)
+    if "_reason" not in errors.columns:
+        errors = errors.with_columns(reason_expr())
     return errors.select(
         pl.lit(run_id).alias("run_id"),
         pl.lit(asset).alias("asset"),
         partition.alias("partition"),
         key.alias("key"),
         reason_of(pl.col("_error")).alias("reason"),
+        pl.col("_reason").fill_null("other"),
         "_error",
         "_request_hash",
         "_model",
@@ -88,11 +98,15 @@ def failed_rows(
 def summary_markdown(
     failed: pl.DataFrame, *, asset: str, run_id: str, total_rows: int | None, top: int = 10
 ) -> str:
-    """Markdown: how many rows failed, the top reasons with counts, how to see and re-run them."""
+    """Markdown: how many rows failed, the top reasons with counts, how to see and re-run them.
+
+    Reasons are the stable classes (``_reason``), each with one row's ``_error`` as example.
+    """
     if failed.is_empty():
         return f"**No failed rows** in `{asset}` ({total_rows} rows)."
+    by = "_reason" if "_reason" in failed.columns else "reason"
     reasons = (
-        failed.group_by("reason")
+        failed.group_by(pl.col(by).alias("reason"))
         .agg(pl.len().alias("rows"), pl.col("_error").first().alias("example"))
         .sort(["rows", "reason"], descending=[True, False])
     )
@@ -111,7 +125,8 @@ def summary_markdown(
         lines.append(f"| … {reasons.height - top} more reasons | | |")
     lines += [
         "",
-        f"Rows: `SELECT * FROM {ERRORS_TABLE} WHERE run_id = '{run_id}'`.",
+        f"Rows: `SELECT * FROM {ERRORS_TABLE} WHERE run_id = '{run_id}'` (by cause: "
+        "`GROUP BY _reason`).",
         "Re-run only them: launch this asset and partition(s) again with run config "
         "`only_failed: true`.",
     ]
@@ -160,6 +175,7 @@ def write_error_report(
         mode="overwrite",
         predicate=predicate,
         partition_by=["asset"],
+        schema_mode="merge",  # tables written before ``_reason`` existed gain the column
         storage_options=storage.storage_options,
         commit_metadata={"lakeloom.run_id": run_id, "lakeloom.asset": asset},
     )
@@ -201,6 +217,7 @@ def split_for_rerun(
     Rows kept: stored ``ok``/``skipped`` rows whose key is still in the input.
     """
     keys = list(keep)
+    check_unique_keys(upstream, keys, where="the input of a re-run of failed rows")
     if previous is None or previous.is_empty():
         return upstream, pl.DataFrame()
     done = previous.filter(pl.col("_status").is_in(KEEP_STATUSES))
@@ -212,6 +229,43 @@ def split_for_rerun(
     return to_send, kept
 
 
+def superseded_hashes(
+    to_send: pl.DataFrame, previous: pl.DataFrame | None, keep: Sequence[str]
+) -> list[str | None]:
+    """Per row to send: the stored ``_request_hash`` whose cached answer the re-run supersedes.
+
+    Set for rows whose stored answer was received but invalid (``_reason`` in ``ANSWERED``:
+    the cache holds it and would replay it); null for rows that failed in transit (nothing
+    cached, the normal key is asked) and for rows never processed (their answers, if paid
+    for, are in the cache under the normal key and must be reused).
+    """
+    keys = list(keep)
+    if previous is None or previous.is_empty() or to_send.is_empty():
+        return [None] * to_send.height
+    stored = previous.filter(pl.col("_status") == "error")
+    if "_reason" not in stored.columns:
+        stored = stored.with_columns(reason_expr())
+    stored = (
+        stored.filter(pl.col("_reason").is_in(sorted(ANSWERED)))
+        .unique(subset=keys, keep="last")
+        .select(*(pl.col(k).cast(to_send.schema[k]) for k in keys), "_request_hash")
+    )
+    joined = to_send.select(keys).join(
+        stored, on=keys, how="left", nulls_equal=True, maintain_order="left"
+    )
+    return joined["_request_hash"].to_list()
+
+
+def _align(kept: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    """Stored rows in the computed frame's columns; provenance columns added since are filled."""
+    if "_reason" in schema and "_reason" not in kept.columns and "_status" in kept.columns:
+        kept = kept.with_columns(reason_expr())
+    missing = [c for c in schema if c not in kept.columns]
+    if missing:
+        kept = kept.with_columns(pl.lit(None, schema[c]).alias(c) for c in missing)
+    return kept.select(list(schema)).cast(dict(schema))
+
+
 def merge_rerun(
     computed: pl.DataFrame, kept: pl.DataFrame, upstream: pl.DataFrame, keep: Sequence[str]
 ) -> pl.DataFrame:
@@ -219,7 +273,7 @@ def merge_rerun(
     if kept.is_empty():
         return computed
     keys = list(keep)
-    stored = kept.select(computed.columns).cast(computed.schema)
+    stored = _align(kept, computed.schema)
     merged = pl.concat([computed, stored], how="vertical")
     order = upstream.select(keys).with_row_index("__order")
     return (

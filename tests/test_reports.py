@@ -89,7 +89,8 @@ def test_failed_rows_reported_then_rerun_sends_only_them(sim_server, io_manager,
     md = first.asset_materializations_for_node("ticket_triage")[0].metadata
     text = md["error_report"].value
     assert f"**{len(failed_keys)} of {N} rows failed**" in text
-    for reason, count in report.group_by("reason").len().iter_rows():  # reasons with counts
+    assert set(report["_reason"]) == {"http_5xx"}  # HTTP 500 and 503: one stable class
+    for reason, count in report.group_by("_reason").len().iter_rows():  # reasons with counts
         assert f"| {reason} | {count} |" in text
     assert md["error_report_uri"].value.endswith(ERRORS_TABLE)
     assert md["only_failed"].value is False
@@ -169,7 +170,8 @@ def test_report_of_a_retried_step_replaces_its_rows(storage: Storage):
         frame, asset="x", run_id="r1", keys=["id"], partition_columns=["part"], storage=storage
     )
     assert first.rows == 2 and first.version is not None
-    assert "| validation | 1 |" in first.markdown and "| HTTP 500 | 1 |" in first.markdown
+    assert "| other | 1 | validation: bad json |" in first.markdown
+    assert "| http_5xx | 1 | HTTP 500: upstream |" in first.markdown
     healed = frame.with_columns(pl.lit("ok").alias("_status"))
     again = write_error_report(
         healed, asset="x", run_id="r1", keys=["id"], partition_columns=["part"], storage=storage
@@ -204,7 +206,7 @@ def test_errors_cli_prints_reasons_rows_and_the_rerun_command(storage: Storage, 
     assert lakeloom(["errors", "--run", "run-1"]) == 0
     out = capsys.readouterr().out
     assert "**2 rows failed** in `ticket_triage` (partitions: north)" in out
-    assert "| HTTP 503 | 2 |" in out and '{"ticket": "t3"}' in out
+    assert "| http_5xx | 2 | HTTP 503: busy |" in out and '{"ticket": "t3"}' in out
     assert (
         "dagster asset materialize -m lakeloom.definitions --select ticket_triage "
         "--partition north --config-json "

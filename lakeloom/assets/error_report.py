@@ -25,7 +25,7 @@ from pydantic import Field
 
 from lakeloom.core.provenance import ColumnStats
 from lakeloom.delta import scan_table, table_exists
-from lakeloom.reports import merge_rerun, split_for_rerun, write_error_report
+from lakeloom.reports import merge_rerun, split_for_rerun, superseded_hashes, write_error_report
 from lakeloom.settings import Storage
 
 
@@ -48,12 +48,17 @@ def _io_storage(context: dg.AssetExecutionContext, io_manager_key: str) -> tuple
 
 @dataclass(frozen=True)
 class Rerun:
-    """The rows a run sends again and the stored rows it keeps."""
+    """The rows a run sends again and the stored rows it keeps.
+
+    ``supersedes`` (one per row of ``to_send``) is the stored ``_request_hash`` of a row whose
+    invalid answer is cached: the core asks again for it instead of replaying that answer.
+    """
 
     to_send: pl.DataFrame
     kept: pl.DataFrame
     upstream: pl.DataFrame
     keep: tuple[str, ...]
+    supersedes: list[str | None]
 
     def merge(self, computed: pl.DataFrame, stats: ColumnStats) -> pl.DataFrame:
         """Whole partition(s) again; row counts in ``stats`` then describe the whole output."""
@@ -91,11 +96,16 @@ def prepare_rerun(
         probe = upstream.select(list(keep)).unique().lazy()
         previous = stored.join(probe, on=list(keep), how="semi", nulls_equal=True).collect()
     to_send, kept = split_for_rerun(upstream, previous, keep)
+    supersedes = superseded_hashes(to_send, previous, keep)
+    asked = sum(h is not None for h in supersedes)
     context.log.info(
         f"only_failed: sending {to_send.height} of {upstream.height} rows "
-        f"(keeping {kept.height} stored ok/skipped rows)"
+        f"(keeping {kept.height} stored ok/skipped rows; asking again for {asked} rows whose "
+        "cached answer was invalid)"
     )
-    return Rerun(to_send=to_send, kept=kept, upstream=upstream, keep=tuple(keep))
+    return Rerun(
+        to_send=to_send, kept=kept, upstream=upstream, keep=tuple(keep), supersedes=supersedes
+    )
 
 
 def _check_same_code_version(context: dg.AssetExecutionContext, asset_key: dg.AssetKey) -> None:
