@@ -1,8 +1,11 @@
 """Turning request bodies into keyed, priced, token-counted requests, checked before sending.
 
-Everything that can be wrong with the input is found here, before the first request leaves:
-an empty input, a body without a model, a model with no price, a prompt over the model's
-context window. Errors name the input row.
+Everything that can be wrong with the input is found here, before the first request leaves.
+Errors about the settings (an empty input, a body without a model, a model with no price) raise
+and name the input rows. A request over one of the model's limits (``provider_limits``: a chat
+prompt over the context window, an embedding input over its per-input window, a batch over the
+inputs or tokens one request may hold) is that row's error instead: it is *rejected* (nothing
+sent, nothing reserved from the budget) and the other rows proceed.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import polars as pl
 
 from lakeloom.core.hashing import cache_keys, canonical_json, request_keys
 from lakeloom.engine.client import ProviderConfig
-from lakeloom.engine.cost import ModelPrice, PriceTable
-from lakeloom.engine.tokens import count_prompt_tokens
-from lakeloom.engine.types import Endpoint, LLMRequest
+from lakeloom.engine.cost import ModelPrice, PriceTable, worst_output_tokens
+from lakeloom.engine.provider_limits import Limits, embedding_input_limit, resolve_limits
+from lakeloom.engine.tokens import count_prompt_tokens, embedding_inputs
+from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult
 
 _MAX_NAMED_ROWS = 5
 
@@ -32,7 +36,7 @@ class InvalidRequestError(ValueError):
 
 
 class ContextWindowError(ValueError):
-    """A prompt (plus its max output) does not fit the model's context window."""
+    """Kept for callers that catch it: over-long rows are now per-row errors (``rejected``)."""
 
 
 Bodies = pl.Series | Sequence[Mapping[str, Any]] | Sequence[str]
@@ -91,7 +95,11 @@ def requests_frame(requests: Sequence[LLMRequest], *, namespace: str = "") -> pl
 
 @dataclass(slots=True)
 class Planned:
-    """The requests to send (cache misses), with what the budget and the ledger need."""
+    """The requests to send (cache misses), with what the budget and the ledger need.
+
+    ``rejected`` holds one error result per request refused before sending (over a limit):
+    nothing is sent or reserved for them, and they reach the results like any other answer.
+    """
 
     requests: list[LLMRequest] = field(default_factory=list)
     cache_keys: list[str] = field(default_factory=list)
@@ -101,6 +109,7 @@ class Planned:
     prices: list[ModelPrice] = field(default_factory=list)
     worst_usd: list[float] = field(default_factory=list)
     worst_output_tokens: list[int] = field(default_factory=list)
+    rejected: list[LLMResult] = field(default_factory=list)
 
 
 def _name_rows(rows: list[int]) -> str:
@@ -109,11 +118,82 @@ def _name_rows(rows: list[int]) -> str:
     return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
+def _at_rows(exc: ValueError, rows: list[int], detail: str) -> ValueError:
+    """Tag an input error with its request positions and detail, for callers to name rows.
+
+    ``core.provenance.run_requests`` names them by key (``ticket_id=B9``).
+    """
+    exc.rows, exc.detail = list(rows), detail  # type: ignore[attr-defined]
+    return exc
+
+
 def _max_output(endpoint: Endpoint, body: Mapping[str, Any]) -> int:
     if endpoint == "embeddings":
         return 0
     value = body.get("max_completion_tokens") or body.get("max_tokens") or 0
     return int(value) if isinstance(value, int) else 0
+
+
+def over_limit(
+    endpoint: Endpoint,
+    limits: Limits,
+    model: str,
+    prompt: int,
+    out: int,
+    input_tokens: Sequence[int] = (),
+) -> str | None:
+    """Why one request cannot be sent as is (None when it fits the model's limits)."""
+    if endpoint != "embeddings":
+        window = limits.context_window
+        if window and prompt + out > window:
+            return (
+                f"over context window: {prompt + out:,} tokens > {window:,} ({prompt:,} prompt "
+                f"+ {out:,} max output tokens for {model!r}); shorten the input or lower "
+                "max_tokens"
+            )
+        return None
+    per_input = embedding_input_limit(limits)
+    if per_input:
+        over = [(i, n) for i, n in enumerate(input_tokens) if n > per_input]
+        if over:
+            i, n = over[0]
+            where = f" (input {i} of {len(input_tokens)})" if len(input_tokens) > 1 else ""
+            return f"over context window: {n:,} tokens > {per_input:,} for {model!r}{where}"
+    if limits.max_inputs and len(input_tokens) > limits.max_inputs:
+        return f"too many inputs: {len(input_tokens):,} > {limits.max_inputs:,} per request"
+    if limits.max_request_tokens and prompt > limits.max_request_tokens:
+        return (
+            f"over the request token limit: {prompt:,} tokens > {limits.max_request_tokens:,} "
+            f"summed over one request for {model!r}"
+        )
+    return None
+
+
+def _input_counts(bodies: Sequence[Mapping[str, Any]], model_of: Sequence[str]) -> list[list[int]]:
+    """Estimated tokens of every input of every embeddings body (one count per input)."""
+    from lakeloom.engine.tokens import count_texts
+
+    out: list[list[int]] = []
+    for body, model in zip(bodies, model_of, strict=True):
+        out.append(count_texts(embedding_inputs(body), model))
+    return out
+
+
+def _parse(
+    row: int, text: str, ready: LLMRequest | None, parsed: Sequence[Mapping[str, Any]] | None
+) -> Mapping[str, Any]:
+    try:
+        if ready is not None:
+            body: Any = ready.body
+        else:
+            body = parsed[row] if parsed is not None else json.loads(text)
+    except ValueError as exc:
+        detail = f"request body is not JSON ({exc})"
+        raise _at_rows(InvalidRequestError(f"row {row}: {detail}"), [row], detail) from None
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        detail = "request body needs a string 'model'"
+        raise _at_rows(InvalidRequestError(f"row {row}: {detail}"), [row], detail)
+    return body
 
 
 def plan(
@@ -125,31 +205,22 @@ def plan(
     given: Mapping[str, LLMRequest] | None = None,
     parsed: Sequence[Mapping[str, Any]] | None = None,
 ) -> Planned:
-    """Parse, price and count the cache misses (a request frame); raise on bad input.
+    """Parse, price and count the cache misses (a request frame); raise on bad settings.
 
     ``given`` holds ready-made requests by key: their bodies are not re-parsed and their
-    ``prompt_tokens`` (when > 0) are trusted. ``parsed`` holds the input bodies as dicts by
-    row, when the caller had them (no JSON round trip).
+    ``prompt_tokens`` (when > 0; per input: ``input_tokens``) are trusted. ``parsed`` holds
+    the input bodies as dicts by row, when the caller had them (no JSON round trip).
     """
     planned = Planned()
     bodies: list[Mapping[str, Any]] = []
-    known_tokens: list[int] = []
-    max_out: list[int] = []
+    readies: list[LLMRequest | None] = []
     keys: list[str] = []
     unknown: dict[str, list[int]] = {}
     price_of: dict[str, ModelPrice | None] = {}
     columns = misses.select("row", "key", "cache_key", "body")
     for row, key, ckey, text in columns.iter_rows():
         ready = given.get(key) if given else None
-        try:
-            if ready is not None:
-                body = ready.body
-            else:
-                body = parsed[row] if parsed is not None else json.loads(text)
-        except ValueError as exc:
-            raise InvalidRequestError(f"row {row}: request body is not JSON ({exc})") from None
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            raise InvalidRequestError(f"row {row}: request body needs a string 'model'")
+        body = _parse(row, text, ready, parsed)
         model = provider.price_model or body["model"]
         if model not in price_of:
             price_of[model] = prices.find(model)
@@ -158,9 +229,8 @@ def plan(
             unknown.setdefault(model, []).append(row)
             continue
         bodies.append(body)
+        readies.append(ready)
         keys.append(key)
-        known_tokens.append(ready.prompt_tokens if ready is not None else 0)
-        max_out.append(_max_output(endpoint, body))
         planned.cache_keys.append(ckey)
         planned.rows.append(row)
         planned.texts.append(text)
@@ -171,32 +241,69 @@ def plan(
         try:
             prices.get(model)
         except ValueError as exc:
-            raise type(exc)(f"{exc} ({_name_rows(rows)})") from None
-    need = [i for i, t in enumerate(known_tokens) if t <= 0]
-    tokens = known_tokens
+            raise _at_rows(type(exc)(f"{exc} ({_name_rows(rows)})"), rows, str(exc)) from None
+    _count_and_check(endpoint, planned, bodies, readies, keys, provider)
+    return planned
+
+
+def _count_and_check(
+    endpoint: Endpoint,
+    planned: Planned,
+    bodies: list[Mapping[str, Any]],
+    readies: list[LLMRequest | None],
+    keys: list[str],
+    provider: ProviderConfig,
+) -> None:
+    """Count tokens, keep what fits the limits in ``planned.requests``, reject the rest."""
+    tokens = [r.prompt_tokens if r is not None else 0 for r in readies]
+    need = [i for i, t in enumerate(tokens) if t <= 0]
     for i, count in zip(
         need, count_prompt_tokens(endpoint, [bodies[i] for i in need]), strict=True
     ):
         tokens[i] = count
-    too_long: list[int] = []
-    detail = ""
+    per_input: list[Sequence[int]] = [()] * len(bodies)
+    if endpoint == "embeddings":
+        todo = [i for i, r in enumerate(readies) if r is None or not r.input_tokens]
+        counted = _input_counts([bodies[i] for i in todo], [planned.models[i] for i in todo])
+        for i, counts in zip(todo, counted, strict=True):
+            per_input[i] = counts
+        for i, r in enumerate(readies):
+            if r is not None and r.input_tokens:
+                per_input[i] = r.input_tokens
+    limits_of: dict[str, Limits] = {}
+    keep: list[int] = []
     for i, price in enumerate(planned.prices):
-        prompt, out = tokens[i], max_out[i]
-        planned.requests.append(LLMRequest(keys[i], endpoint, bodies[i], prompt, out))  # type: ignore[arg-type]
-        worst_out = out
-        if not worst_out and endpoint != "embeddings":
-            worst_out = price.max_output or max(0, (price.context_window or prompt) - prompt)
-        if price.context_window and prompt + out > price.context_window:
-            too_long.append(planned.rows[i])
-            detail = detail or (
-                f"{prompt:,} prompt tokens + {out:,} max output tokens > "
-                f"{price.context_window:,} for {planned.models[i]!r}"
+        model = planned.models[i]
+        if model not in limits_of:
+            limits_of[model] = resolve_limits(model, overrides=provider.limits, price=price)
+        limits = limits_of[model]
+        prompt, out = tokens[i], _max_output(endpoint, bodies[i])
+        error = over_limit(endpoint, limits, model, prompt, out, per_input[i])
+        if error is not None:
+            planned.rejected.append(LLMResult(keys[i], "error", error=error, model=model))
+            continue
+        ready = readies[i]
+        planned.requests.append(
+            LLMRequest(
+                keys[i],
+                endpoint,
+                bodies[i],  # type: ignore[arg-type]
+                prompt,
+                out,
+                input_keys=ready.input_keys if ready is not None else (),
+                input_tokens=tuple(per_input[i]),
             )
+        )
+        worst_out = 0
+        if endpoint != "embeddings":  # the limits (not only the price entry) bound the output
+            bounded = price.model_copy(
+                update={"context_window": limits.context_window, "max_output": limits.max_output}
+            )
+            worst_out = worst_output_tokens(bounded, prompt, out)
         planned.worst_output_tokens.append(worst_out)
         planned.worst_usd.append(price.cost(input_tokens=prompt, output_tokens=worst_out))
-    if too_long:
-        raise ContextWindowError(
-            f"{_name_rows(too_long)}: prompt over the context window ({detail}); shorten the "
-            "input or lower max_tokens"
-        )
-    return planned
+        keep.append(i)
+    if planned.rejected:  # keep the per-request lists aligned with ``requests``
+        for name in ("cache_keys", "texts", "rows", "models", "prices"):
+            values = getattr(planned, name)
+            setattr(planned, name, [values[i] for i in keep])

@@ -124,6 +124,39 @@ def _lengths(encoding: tiktoken.Encoding, texts: Sequence[str]) -> list[int]:
     return [len(encode(t)) for t in texts]
 
 
+def embedding_inputs(body: Mapping[str, Any]) -> list[str]:
+    """The texts of an embeddings body: one per input (token-array inputs are not counted)."""
+    value = body.get("input", "")
+    return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+
+
+def token_windows(text: str, model: str, max_tokens: int) -> list[str]:
+    """Cut ``text`` into consecutive pieces of at most ``max_tokens`` tokens each.
+
+    The cut is on token boundaries of the model's encoding and each piece is re-counted alone
+    (a re-encoded piece can differ at its edges), so every piece fits the limit; the first piece
+    is the text truncated to it.
+    """
+    if max_tokens <= 0:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    encoding = get_encoding(encoding_name_for(model))
+    tokens = encoding.encode_ordinary(text)
+    if len(tokens) <= max_tokens:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    while start < len(tokens):
+        size = min(max_tokens, len(tokens) - start)
+        while True:
+            piece = encoding.decode(tokens[start : start + size])
+            if size == 1 or len(encoding.encode_ordinary(piece)) <= max_tokens:
+                break
+            size -= 1
+        pieces.append(piece)
+        start += size
+    return pieces
+
+
 def _message_texts(message: Mapping[str, Any]) -> Iterable[str]:
     content = message.get("content")
     if isinstance(content, str):
@@ -141,9 +174,7 @@ def _message_texts(message: Mapping[str, Any]) -> Iterable[str]:
 def _body_texts(endpoint: str, body: Mapping[str, Any]) -> tuple[list[str], int]:
     """Return the texts of one request that count as prompt tokens, and its fixed overhead."""
     if endpoint == "embeddings":
-        value = body.get("input", "")
-        texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
-        return texts, 0
+        return embedding_inputs(body), 0
     texts: list[str] = []
     overhead = TOKENS_REPLY_PRIMING
     for message in body.get("messages", []):

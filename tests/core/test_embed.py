@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from lakeloom.core.embed import VECTOR_DTYPE, content_batches, embed_column, run_embed
+from lakeloom.core.hashing import request_key
 from lakeloom.core.specs import EmbedSpec
 
 
@@ -23,12 +24,14 @@ def test_vectors_fixed_width_nulls_skipped_duplicates_shared(sim_resource):
         "embedding",
         "_status",
         "_error",
+        "_reason",
         "_request_hash",
         "_model",
         "_input_tokens",
         "_output_tokens",
         "_cost_usd",
         "_attempts",
+        "_supersedes",
     ]
     assert out.schema["embedding"] == VECTOR_DTYPE
     assert out["_status"].to_list() == ["ok", "skipped", "skipped", "ok", "ok"]
@@ -57,7 +60,11 @@ def test_requested_dimensions_and_batching(sim_resource):
     assert out["embedding"].list.len().unique().to_list() == [64]
     matrix = np.asarray(out["embedding"].to_list())
     assert np.allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-3)
-    assert stats.requests == sim.stats()["served"] == out["_request_hash"].n_unique()
+    assert stats.requests == sim.stats()["served"]
+    # _request_hash is each text's own cache key (the text sent alone), whatever its batch
+    assert out["_request_hash"].n_unique() == 300
+    single = {"model": "sim-embed", "input": texts(300)[0], "encoding_format": "base64"}
+    assert out["_request_hash"][0] == request_key("embeddings", {**single, "dimensions": 64})
     assert 300 / 32 <= stats.requests <= 300 / 4  # about one request per 16 texts
 
 

@@ -2,10 +2,12 @@
 
 import pytest
 
+from lakeloom.core.hashing import request_key
 from lakeloom.engine.client import MissingAPIKeyError, ProviderConfig
 from lakeloom.engine.cost import UnknownModelError
-from lakeloom.engine.plan import ContextWindowError, EmptyInputError, InvalidRequestError
+from lakeloom.engine.plan import EmptyInputError, InvalidRequestError
 from lakeloom.engine.runner import Engine
+from lakeloom.engine.types import LLMRequest
 from tests.fixtures.engine import chat_bodies
 
 
@@ -29,15 +31,37 @@ def test_unknown_model_names_the_model_and_rows(sim_engine):
     assert priced.run_bodies("chat.completions", bodies).stats.ok == 5
 
 
-def test_prompt_over_the_context_window(sim_engine):
+def test_over_long_chat_row_is_that_rows_error_and_the_rest_proceeds(sim_engine):
+    """Issue 13.8: one over-long row no longer fails the whole partition (it raised before)."""
     sim, engine = sim_engine()
     long = {"model": "sim-chat", "messages": [{"role": "user", "content": "word " * 17000}]}
-    with pytest.raises(ContextWindowError, match=r"row 2: prompt over the context window.*16,384"):
-        engine.run_bodies("chat.completions", [*chat_bodies(2), long])
+    run = engine.run_bodies("chat.completions", [*chat_bodies(2), long])
+    assert run.results["status"].to_list() == ["ok", "ok", "error"]
+    error = run.results["error"][2]
+    assert error.startswith("over context window: ") and "> 16,384" in error
+    assert run.results["attempts"][2] == 0 and run.results["cost_usd"][2] == 0.0
+    assert run.stats.ok == 2 and run.stats.sent == 2
+    assert sim.stats()["received"] == 2  # the long row never left
+
     fits = {**long, "messages": [{"role": "user", "content": "word " * 16000}]}
-    with pytest.raises(ContextWindowError, match="max output"):
-        engine.run_bodies("chat.completions", [{**fits, "max_tokens": 1000}])
-    assert sim.stats()["received"] == 0
+    run = engine.run_bodies("chat.completions", [{**fits, "max_tokens": 1000}])
+    assert "max output" in run.results["error"][0]
+    assert sim.stats()["received"] == 2
+
+
+def test_over_long_chat_request_in_run_is_its_error_and_reserves_nothing(sim_engine):
+    """The LLMRequest path too; a rejected row is not reserved from the budget."""
+    sim, engine = sim_engine()
+    body = {"model": "sim-priced", "messages": [{"role": "user", "content": "hi"}]}
+    long = {**body, "messages": [{"role": "user", "content": "word " * 17000}]}
+    ok = LLMRequest(request_key("chat.completions", body), "chat.completions", body, 0, 0)
+    bad = LLMRequest(request_key("chat.completions", long), "chat.completions", long, 0, 0)
+    # the budget holds one short request's worst case (4,096 output tokens at $4/M), not more
+    results = engine.run([bad, ok], max_cost_usd=0.0170)
+    assert [r.status for r in results] == ["error", "ok"]
+    assert results[0].error.startswith("over context window: ")
+    assert not results.stats.budget_exceeded
+    assert sim.stats()["received"] == 1
 
 
 def test_empty_input_and_bodies_without_model(sim_engine):
