@@ -43,6 +43,10 @@ class JobLostError(RuntimeError):
     """The provider no longer knows a recorded batch or file (another account, or purged)."""
 
 
+class BatchUnknownError(RuntimeError):
+    """Whether a job's batch exists cannot be told now (creating or listing it failed)."""
+
+
 @dataclass(slots=True)
 class JobOutcome:
     """Every key of a job with the provider's answer or error; ``open`` = collect it later."""
@@ -111,20 +115,32 @@ class JobRunner:
             job.input_file_id = await self.api.upload(f"lakeloom-{job.job}.jsonl", data)
             await self._record(job, "uploaded")
         if job.batch_id is None:
-            batch = await self.api.find(job.input_file_id, job.job) if job.resumed else None
+            batch = await self._find(job) if job.resumed else None
             if batch is None:
                 try:
                     batch = await self.api.create(
                         job.input_file_id, URLS[self.endpoint], {"lakeloom_job": job.job}
                     )
-                except (openai.APIConnectionError, openai.InternalServerError):
-                    batch = await self.api.find(job.input_file_id, job.job)  # created after all?
+                except (openai.APIConnectionError, openai.InternalServerError) as exc:
+                    batch = await self._find(job, exc)  # created after all?
                     if batch is None:
                         raise
             crash_point("batch_created")
             job.batch_id, job.status = batch.id, batch.status
             await self._record(job, "created")
             self._say(job, f"submitted ({batch.status})", force=True)
+
+    async def _find(self, job: BatchJob, failed: Exception | None = None) -> Any | None:
+        """The batch that a crash (or a create that failed) may have left running, or None.
+
+        Raises :class:`BatchUnknownError` when the provider cannot be asked: such a batch may
+        exist and bill, so its lines must not be sent again.
+        """
+        try:
+            return await self.api.find(job.input_file_id or "", job.job)
+        except (openai.APIConnectionError, openai.APIStatusError) as exc:
+            what = f"creating it failed ({_reason(failed)})" if failed else "a run may have made it"
+            raise BatchUnknownError(f"{what}, and listing batches failed ({_reason(exc)})") from exc
 
     async def _poll(self, job: BatchJob) -> Any | None:
         """Poll with backoff until the batch ends; cancel it past ``max_wait_s``."""
@@ -239,6 +255,9 @@ class JobRunner:
             reason = f"batch {job.last_event or 'submission'} failed: {_reason(exc)}"
         except openai.APIConnectionError as exc:
             fatal, reason = False, f"batch {job.last_event or 'submission'} failed: {exc}"
+        except BatchUnknownError as exc:
+            reason = f"batch of job {job.job} may exist: {exc}; not resent (a later run looks)"
+            return self._failed(job, reason, started, still_open=True)
         except JobLostError as exc:
             fatal, reason = False, f"batch failed: {exc}"
             job.status, job.detail = "lost", reason  # closed: its keys are settled below
@@ -266,7 +285,7 @@ class JobRunner:
         return JobOutcome(job, lines, time.monotonic() - started, still_open=still_open)
 
 
-def _reason(exc: openai.APIStatusError | openai.APIConnectionError) -> str:
+def _reason(exc: Exception | None) -> str:
     """``HTTP 500: message`` (or the connection error), short."""
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}: " + str(getattr(exc, "message", exc))[:300]

@@ -10,8 +10,10 @@ failed (validation, or ``batch_reject_rate``), expired (``batch_expire_rate``: h
 answered, the rest ``batch_expired`` in the error file), cancelling → cancelled (lines answered so
 far kept, the rest ``batch_cancelled``). Lines are answered by the online endpoints' own body
 builders, seeded by the canonical body, so a request gets the same reply by batch as online;
-``batch_fail_rate`` turns lines into HTTP 500s in the error file; ``batch_download_failures`` and
-``batch_cancel_failures`` make the first N output-file downloads or cancels answer HTTP 500.
+``batch_fail_rate`` turns lines into HTTP 500s in the error file; ``batch_download_failures``,
+``batch_cancel_failures`` and ``batch_create_failures`` make the first N output-file downloads,
+cancels or creations (the batch is created all the same) answer HTTP 500, or drop the connection
+with ``batch_fault_drop``.
 Every answered line is billed in ``/stats`` (``billed.batch`` by model, ``answered_twice``).
 Batches sit outside the online RPM/TPM limits (providers queue them separately). State is in
 memory: the simulator is one process.
@@ -70,6 +72,12 @@ class BatchSim:
             return False
         self.counts[counter] += 1
         return True
+
+    def _fault(self, request: web.Request) -> web.HTTPException:
+        """An injected failure: HTTP 500, or (``batch_fault_drop``) a dropped connection."""
+        if self.config.batch_fault_drop and request.transport is not None:
+            request.transport.close()  # the client sees the connection end without an answer
+        return _error(web.HTTPInternalServerError, "The server had an error (injected).")
 
     def _file(self, request: web.Request) -> SimFile:
         file_id = request.match_info["file_id"]
@@ -146,7 +154,7 @@ class BatchSim:
         if stored.purpose == "batch_output" and self._inject(
             "downloads_failed", self.config.batch_download_failures
         ):
-            raise _error(web.HTTPInternalServerError, "The server had an error (injected).")
+            raise self._fault(request)
         self.counts["content_downloads"] += 1
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
@@ -204,6 +212,8 @@ class BatchSim:
         task = asyncio.get_running_loop().create_task(self._run(batch, stored.data))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if self._inject("creates_failed", self.config.batch_create_failures):
+            raise self._fault(request)  # created all the same: it runs and bills
         return self._reply(batch.as_json(self.config.batch_delay_s))
 
     async def get_batch(self, request: web.Request) -> web.Response:
@@ -240,7 +250,7 @@ class BatchSim:
         self._auth(request)
         batch = self._batch(request)
         if self._inject("cancels_failed", self.config.batch_cancel_failures):
-            raise _error(web.HTTPInternalServerError, "The server had an error (injected).")
+            raise self._fault(request)
         if batch.status in ("validating", "in_progress"):
             batch.mark("cancelling")
             batch.cancel.set()
@@ -266,6 +276,7 @@ class BatchSim:
                         "content_downloads",
                         "downloads_failed",
                         "cancels_failed",
+                        "creates_failed",
                         "lines_ok",
                         "lines_failed",
                         "lines_unprocessed",
@@ -284,6 +295,8 @@ class BatchSim:
                     "batch_max_bytes": cfg.batch_max_bytes,
                     "batch_download_failures": cfg.batch_download_failures,
                     "batch_cancel_failures": cfg.batch_cancel_failures,
+                    "batch_create_failures": cfg.batch_create_failures,
+                    "batch_fault_drop": cfg.batch_fault_drop,
                 },
             }
         )

@@ -93,6 +93,17 @@ class SimConfig(BaseModel):
         description="Batch API: the first N cancel calls answer HTTP 500 and leave the batch "
         "running.",
     )
+    batch_create_failures: int = Field(
+        0,
+        ge=0,
+        description="Batch API: the first N batch creations answer HTTP 500 although the batch "
+        "was created (it runs and bills: the client must find it, not create another).",
+    )
+    batch_fault_drop: bool = Field(
+        False,
+        description="Batch API: the injected download/cancel/create failures drop the "
+        "connection instead of answering HTTP 500.",
+    )
 
     @field_validator("latency_ms")
     @classmethod

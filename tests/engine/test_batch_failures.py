@@ -56,15 +56,24 @@ def rerun(engine, **settings) -> BatchRunner:
     return BatchRunner(fresh, BatchSettings(**{**FAST, **settings}))
 
 
-def test_failed_download_after_the_batch_ended_is_not_resent_and_the_rerun_downloads(sim_engine):
+DROP = pytest.mark.parametrize("drop", [False, True], ids=["http-500", "connection-dropped"])
+
+
+@DROP
+def test_failed_download_after_the_batch_ended_is_not_resent_and_the_rerun_downloads(
+    sim_engine, drop
+):
     sim, engine = sim_engine(
-        engine_limiter=UnlimitedLimiter(), batch_delay_s=0.2, batch_download_failures=1
+        engine_limiter=UnlimitedLimiter(),
+        batch_delay_s=0.2,
+        batch_download_failures=1,
+        batch_fault_drop=drop,
     )
     bodies = chat_bodies(N, model="sim-priced")
     first = BatchRunner(engine, BatchSettings(**FAST))
     res = first.run_bodies("chat.completions", bodies).results
     assert res.height == N and (res["status"] == "error").all()
-    assert res["error"].str.contains("HTTP 500").all()
+    assert res["error"].str.contains("Connection error" if drop else "HTTP 500").all()
     assert res["error"].str.contains("left open, not resent").all()
     assert sim.stats()["received"] == 0  # nothing went online
     assert batch_stats(sim)["downloads_failed"] == 1 and events(engine)[-1] == "ended"
@@ -85,10 +94,14 @@ def test_failed_download_after_the_batch_ended_is_not_resent_and_the_rerun_downl
     assert_ledger_is_the_bill(sim, engine)
 
 
-def test_failed_cancel_leaves_the_batch_open_and_nothing_goes_online(sim_engine):
-    # the batch would run for an hour: only our cancel ends it; the first cancel answers 500
+@DROP
+def test_failed_cancel_leaves_the_batch_open_and_nothing_goes_online(sim_engine, drop):
+    # the batch would run for an hour: only our cancel ends it; the first cancel fails
     sim, engine = sim_engine(
-        engine_limiter=UnlimitedLimiter(), batch_delay_s=3600, batch_cancel_failures=1
+        engine_limiter=UnlimitedLimiter(),
+        batch_delay_s=3600,
+        batch_cancel_failures=1,
+        batch_fault_drop=drop,
     )
     bodies = chat_bodies(N, model="sim-priced")
     first = BatchRunner(engine, BatchSettings(max_wait_s=0.2, cancel_wait_s=0, **FAST))
@@ -113,3 +126,21 @@ def test_failed_cancel_leaves_the_batch_open_and_nothing_goes_online(sim_engine)
     assert_ledger_is_the_bill(sim, engine)
     ledger = CostLedger(engine.storage).read()
     assert ledger.filter(pl.col("endpoint") == "chat.completions")["requests"].sum() == N
+
+
+@DROP
+def test_a_create_that_failed_after_creating_the_batch_is_found_not_paid_twice(sim_engine, drop):
+    """The provider made the batch but answered 500 (or the connection dropped): find it."""
+    sim, engine = sim_engine(
+        engine_limiter=UnlimitedLimiter(),
+        batch_delay_s=0.2,
+        batch_create_failures=1,
+        batch_fault_drop=drop,
+    )
+    runner = BatchRunner(engine, BatchSettings(**FAST))
+    res = runner.run_bodies("chat.completions", chat_bodies(N, model="sim-priced")).results
+    assert res.height == N and res["key"].n_unique() == N and (res["status"] == "ok").all()
+    batches, stats = batch_stats(sim), sim.stats()
+    assert (batches["creates_failed"], batches["batches_created"], batches["lines_ok"]) == (1, 1, N)
+    assert stats["received"] == 0 and stats["answered_twice"] == 0
+    assert_ledger_is_the_bill(sim, engine)
