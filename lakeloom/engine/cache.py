@@ -41,7 +41,7 @@ import polars as pl
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from lakeloom.delta import write_table
+from lakeloom.delta import table_exists, write_table
 from lakeloom.engine.cache_scan import ScanStats, scan_keys
 from lakeloom.engine.crash import crash_point
 from lakeloom.settings import Storage, data_dir
@@ -330,13 +330,23 @@ class ResponseCache:
 
     # -- lookups ------------------------------------------------------------------------------
 
-    def _scan(self, keys: pl.Series, models: Sequence[str] | None) -> pl.DataFrame | None:
+    def _scan(self, models: Sequence[str] | None) -> pl.LazyFrame | None:
+        """The whole table, lazily, pruned to ``models`` (for aggregates such as forecasts)."""
+        options = self.storage.storage_options or None
+        if not table_exists(self.uri, options):
+            return None
+        lf = pl.scan_delta(self.uri, storage_options=options)
+        if models:
+            lf = lf.filter(pl.col("model").is_in(list(models)))
+        return lf
+
+    def _scan_keys(self, keys: pl.Series, models: Sequence[str] | None) -> pl.DataFrame | None:
         """Cached rows among ``keys`` read from Delta (None: no table yet)."""
         options = self.storage.storage_options or None
         return scan_keys(self.uri, options, keys, _LOOKUP_SCHEMA, self.scan_stats, models=models)
 
     def _known(self, keys: pl.Series, models: Sequence[str] | None) -> pl.DataFrame:
-        found = self._scan(keys, models)
+        found = self._scan_keys(keys, models)
         if found is None:
             return pl.DataFrame({"request_hash": keys.cast(pl.String)}).clear()
         return found.select("request_hash").unique()
@@ -356,7 +366,7 @@ class ResponseCache:
         keys = keys if isinstance(keys, pl.Series) else pl.Series(list(keys), dtype=pl.String)
         left = pl.DataFrame({"request_hash": keys.cast(pl.String)}).with_columns(_K64)
         sources = []
-        stored = self._scan(left["request_hash"], models)
+        stored = self._scan_keys(left["request_hash"], models)
         if stored is not None and stored.height:
             sources.append(stored)
         with self._lock:

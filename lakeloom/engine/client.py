@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from lakeloom.engine.cache_namespace import provider_namespace
 from lakeloom.engine.limiter import RateLimiter, UnlimitedLimiter
 from lakeloom.engine.transport import Attempt, Transport, make_transport
 from lakeloom.engine.types import LLMRequest, LLMResult
@@ -81,8 +82,20 @@ class ProviderConfig(BaseModel):
         "aiohttp session otherwise (5-10x less CPU per request).",
     )
     cache_namespace: str = Field(
-        "", description="Mixed into every request key (separates providers that share names)."
+        "",
+        description="Mixed into every cache key. Unset or None: the provider's identity (kind + "
+        "normalized base URL, engine.cache_namespace), so two servers never answer for each "
+        "other; a shared name shares the cache; '' reads caches written before namespaces.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cache_namespace(cls, data: Any) -> Any:
+        """An unset ``cache_namespace`` becomes the provider's identity (never a secret)."""
+        if isinstance(data, dict) and data.get("cache_namespace") is None:
+            kind = data.get("kind") or "openai"
+            data = {**data, "cache_namespace": provider_namespace(kind, data.get("base_url"))}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:

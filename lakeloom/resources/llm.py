@@ -81,10 +81,12 @@ class LLMResource(dg.ConfigurableResource):
         default=None, ge=0, description="Budget of one run; the engine stops before exceeding it."
     )
     cache: bool = Field(default=True, description="Reuse paid responses (cache keyed by request).")
-    cache_namespace: str = Field(
-        default="",
-        description="Mixed into every cache key: give two providers serving the same model name "
-        "(a simulator and the real server, two fine-tunes behind one name) different namespaces.",
+    cache_namespace: str | None = Field(
+        default=None,
+        description="Mixed into every cache key. Default: this provider's identity (kind + "
+        "normalized base URL), so another server never answers from this one's cache; give "
+        "providers the same name to share a cache on purpose; '' reads caches written before "
+        "namespaces (see `lakeloom cache migrate`).",
     )
     price_model: str | None = Field(
         default=None, description="Price-table model for every request (Azure deployments)."

@@ -97,3 +97,33 @@ def test_request_keys_with_namespace_and_cache_keys():
 def test_template_rejects_non_string_keys():
     with pytest.raises(TypeError, match="template keys must be strings"):
         canonical_bodies(pl.DataFrame({"x": [1]}), {1: "a"})
+
+
+# Changing any literal below changes every cache key, so every cached response would be paid
+# for again: that must be a deliberate migration (README, Cache section), never a side effect.
+KNOWN_BODY_JSON = (
+    '{"max_tokens":16,"messages":[{"content":"Say hi","role":"user"}],'
+    '"model":"gpt-4o-mini","temperature":0.0}'
+)
+KNOWN_REQUEST_KEY = "c82463ba98c15793a5dd963904287fcb"
+KNOWN_NAMESPACE = "compatible:http://127.0.0.1:8377/v1"
+KNOWN_CACHE_KEY = "c8e8f37c5a052dbdf7128d2cfedefb44"
+
+
+def test_request_key_scheme_is_pinned_by_known_values():
+    assert canonical_json(BODY) == KNOWN_BODY_JSON
+    assert request_key("chat.completions", BODY) == KNOWN_REQUEST_KEY
+    assert request_keys("chat.completions", [KNOWN_BODY_JSON]).to_list() == [KNOWN_REQUEST_KEY]
+    embedding = {"model": "text-embedding-3-small", "input": ["héllo 😀"]}
+    assert request_key("embeddings", embedding) == "e5ac9a197435aca69b8786ff94291b67"
+
+
+def test_cache_key_of_a_namespace_is_pinned_by_known_values():
+    from lakeloom.engine.client import ProviderConfig
+
+    provider = ProviderConfig(kind="compatible", base_url="http://127.0.0.1:8377/v1/")
+    assert provider.cache_namespace == KNOWN_NAMESPACE  # the default: the provider's identity
+    keys = pl.Series([KNOWN_REQUEST_KEY])
+    assert cache_keys(keys, KNOWN_NAMESPACE).to_list() == [KNOWN_CACHE_KEY]
+    assert cache_keys(keys, "shared-name").to_list() == ["8e80a369986f89cd94c0c5e40f8e42a9"]
+    assert cache_keys(keys, "").to_list() == [KNOWN_REQUEST_KEY]  # caches written before

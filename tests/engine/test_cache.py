@@ -113,3 +113,50 @@ def test_keys_sharing_their_first_64_bits_are_still_told_apart(storage):
     cache.flush()
     found = cache.match([twins[1], twins[2], twins[0]])
     assert found["response"].to_list() == ['{"n": 1}', None, '{"n": 0}']
+
+
+def _cache_of(storage, n: int, files: int, *, sorted_slices: bool) -> ResponseCache:
+    """``n`` responses in ``files`` Delta files: key-range slices (as a bulk import or a sorted
+    rewrite lays them out) or random keys per file (as flushes of a run do)."""
+    keys = [key(i) for i in range(n)]
+    if sorted_slices:
+        keys.sort()
+    cache = ResponseCache(storage)
+    size = n // files
+    for f in range(files):
+        chunk = keys[f * size : (f + 1) * size]
+        cache.put(
+            pl.DataFrame(
+                {
+                    "request_hash": chunk,
+                    "model": "m",
+                    "endpoint": "chat.completions",
+                    "response": RESPONSE,
+                    "input_tokens": 1,
+                    "output_tokens": 1,
+                }
+            )
+        )
+    assert cache.file_count() == files
+    return cache
+
+
+def test_a_lookup_of_a_few_keys_reads_only_their_files_and_rows(storage):
+    cache = _cache_of(storage, 5000, 10, sorted_slices=True)
+    fresh = ResponseCache(storage)
+    wanted = [key(7), key(4242), key(999_999)]  # two cached, one not
+    found = fresh.match(wanted)
+    assert found["response"].null_count() == 1
+    assert fresh.scan_stats.files_total == 10
+    assert fresh.scan_stats.files_read <= len(wanted)  # only files whose key range holds one
+    assert fresh.scan_stats.rows_read == 2  # not the 5,000 cached responses
+    assert cache.match([key(12_345)])["response"].null_count() == 1
+
+
+def test_a_lookup_materializes_only_matching_rows_whatever_the_layout(storage):
+    _cache_of(storage, 4000, 4, sorted_slices=False)  # every file spans the whole key range
+    fresh = ResponseCache(storage)
+    assert fresh.lookup([key(i) for i in range(0, 4000, 400)]).height == 10
+    assert fresh.scan_stats.rows_read == 10
+    assert fresh.match([key(1)], models=["other"])["response"].null_count() == 1
+    assert fresh.scan_stats.files_read == 4  # the model partition pruned the second lookup
