@@ -15,6 +15,7 @@ COMMANDS: list[str] = [
     "lakeloom.catalog_cli",
     "lakeloom.modal_apps.cli",
     "lakeloom.engine.cli",
+    "lakeloom.engine.cache_cli",
     "lakeloom.local.cli",
     "lakeloom.storage.cli",
     "lakeloom.forecast_cli",

@@ -62,8 +62,9 @@ def migrate_namespace(
     With the empty namespace the stored key is the request key, so the new key is computable;
     any other namespace's keys are one-way hashes of it and cannot be moved. Entries are copied,
     not moved (``cache_namespace=""`` still reads them), one data file at a time, skipping keys
-    already there; returns the entries added. Keys of ``from_namespace`` cannot be told apart
-    from other namespaces' in the table, so copy only from a cache that served one provider.
+    already there and entries that are copies of another entry (so a second run adds
+    nothing); returns the entries added. Keys of ``from_namespace`` cannot be told apart from
+    other namespaces' in the table: run it once, on a cache that served this one provider.
     """
     if from_namespace:
         raise ValueError(
@@ -83,13 +84,29 @@ def migrate_namespace(
         if "partition.model" in actions.columns
         else [None] * actions.height
     )
+    files = [
+        (uri, model)
+        for uri, model in zip(table.file_uris(), partitions, strict=True)
+        if not (models and model is not None and model not in models)
+    ]
+    # Rows that are themselves copies (their key is the re-key of another row) are skipped,
+    # so running the migration again adds nothing.
+    copies = pl.concat(
+        [
+            cache_keys(
+                pl.read_parquet(uri, columns=["request_hash"], **_read(options))["request_hash"],
+                to_namespace,
+            )
+            for uri, _ in files
+        ]
+        or [pl.Series("cache_key", [], dtype=pl.String)]
+    ).implode()
     added = 0
-    for uri, model in zip(table.file_uris(), partitions, strict=True):
-        if models and model is not None and model not in models:
-            continue
-        df = pl.read_parquet(uri, storage_options=options, hive_partitioning=False)
+    for uri, model in files:
+        df = pl.read_parquet(uri, **_read(options))
         if "model" not in df.columns:
             df = df.with_columns(pl.lit(model, dtype=pl.String).alias("model"))
+        df = df.filter(~pl.col("request_hash").is_in(copies))
         if models:
             df = df.filter(pl.col("model").is_in(list(models)))
         if df.is_empty():
@@ -98,3 +115,7 @@ def migrate_namespace(
         rekeyed = rekeyed.drop("request_hash").rename({"cache_key": "request_hash"})
         added += cache.put(rekeyed.select(list(SCHEMA)))
     return added
+
+
+def _read(options: dict[str, str] | None) -> dict[str, object]:
+    return {"storage_options": options, "hive_partitioning": False}
