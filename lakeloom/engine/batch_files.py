@@ -17,7 +17,7 @@ import openai
 import polars as pl
 
 from lakeloom.engine.client import ProviderConfig
-from lakeloom.engine.crashpoints import crash_point
+from lakeloom.engine.crash import crash_point
 from lakeloom.engine.transport import FATAL_STATUS, _shape_problem, sdk_client
 
 URLS = {"chat.completions": "/v1/chat/completions", "embeddings": "/v1/embeddings"}

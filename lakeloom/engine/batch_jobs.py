@@ -35,7 +35,7 @@ from lakeloom.engine.batch_files import (
 )
 from lakeloom.engine.batch_store import BatchJob, BatchStore
 from lakeloom.engine.cache import ResponseCache
-from lakeloom.engine.crashpoints import crash_point
+from lakeloom.engine.crash import crash_point
 from lakeloom.engine.types import RunContext
 
 

@@ -2,7 +2,7 @@
 
 Usage: ``python -m tests.engine.batch_worker BASE_URL --n 2000``
 (storage and journal come from LAKELOOM_HOME / LAKELOOM_STORAGE_ROOT; ``LAKELOOM_CRASH_AT=<point>``
-makes it SIGKILL itself at that crash point, see ``lakeloom.engine.crashpoints``).
+makes it SIGKILL itself at that crash point, see ``lakeloom.engine.crash``).
 """
 
 import argparse

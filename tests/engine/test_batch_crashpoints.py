@@ -1,7 +1,7 @@
 """Crash-point matrix, Batch API part (issue 13): SIGKILL at each durable boundary, then rerun.
 
 A worker process runs a Batch API backfill with ``LAKELOOM_CRASH_AT=<point>`` and kills itself
-with SIGKILL exactly there (``lakeloom.engine.crashpoints``: no sleeps, no watcher racing it):
+with SIGKILL exactly there (``lakeloom.engine.crash``: no sleeps, no watcher racing it):
 
 - ``batch_created``: the batch exists at the provider, its job is not logged ``created``;
 - ``batch_ended``: the job is logged ``ended``, nothing downloaded;
@@ -25,7 +25,6 @@ import pytest
 
 from lakeloom.engine.batch_api import BatchRunner, BatchSettings
 from lakeloom.engine.batch_store import BatchStore
-from lakeloom.engine.crashpoints import ENV
 from lakeloom.engine.ledger import CostLedger
 from lakeloom.engine.limiter import UnlimitedLimiter
 from lakeloom.engine.runner import Engine
@@ -62,7 +61,7 @@ def test_sigkill_at_a_batch_crash_point_then_rerun_pays_once(sim_engine, point):
     sim, engine = sim_engine(batch_delay_s=0.2, engine_limiter=UnlimitedLimiter())
     worker = subprocess.run(
         [sys.executable, "-m", "tests.engine.batch_worker", sim.base_url, "--n", str(N)],
-        env={**os.environ, ENV: point},
+        env={**os.environ, "LAKELOOM_CRASH_AT": point},
         stdout=subprocess.PIPE,
         timeout=300,
         check=False,
