@@ -31,7 +31,7 @@ import polars as pl
 from deltalake.exceptions import TableNotFoundError
 
 from lakeloom.delta import table_exists, write_table
-from lakeloom.engine.crashpoints import crash_point
+from lakeloom.engine.crash import crash_point
 from lakeloom.engine.types import LLMResult, RunContext
 from lakeloom.settings import Storage, data_dir
 
