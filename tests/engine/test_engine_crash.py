@@ -1,24 +1,48 @@
-"""kill -9 half way through a run, then rerun: nothing paid twice, one result per input."""
+"""Crash-point matrix, cache part: SIGKILL at each durable boundary of the response cache.
+
+A worker process runs the engine with ``LAKELOOM_CRASH_AT=<point>`` and kills itself right
+at that boundary (no sleep-then-kill timing): after a journal append, just before a flush
+commits to Delta, and after the commit before the journal segment is removed. Each is followed
+by a rerun. After each: rows out = rows in, one row per key, nothing received paid twice (the
+simulator's ``answered_twice`` counts only requests in flight at the kill), the cache table
+holds each response once, and the ledger books every received response once.
+"""
 
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import polars as pl
+import pytest
 
 from lakeloom.engine.cache import ResponseCache
 from lakeloom.engine.limiter import UnlimitedLimiter
 from lakeloom.engine.runner import Engine
+from lakeloom.engine.types import RunContext
 from tests.fixtures.engine import chat_bodies
 
-N, CONCURRENCY = 300, 4
+N, CONCURRENCY, MODEL = 300, 4, "sim-priced"
+PRICE_IN, PRICE_OUT = 1.0, 4.0  # sim-priced, USD per 1M tokens
+
+POINTS = {
+    "journal_append": ("journal_append:150", []),  # the 150th response is journaled
+    "cache_commit": ("cache_commit:1", ["--flush-every", "100"]),  # first flush, before commit
+    "cache_committed": ("cache_committed:1", ["--flush-every", "100"]),  # committed, journal kept
+}
 
 
-def test_kill_minus_9_then_rerun_sends_only_what_was_not_paid(sim_engine):
-    sim, engine = sim_engine(latency_ms="40", engine_limiter=UnlimitedLimiter(), engine_cache=False)
-    worker = subprocess.Popen(
+def _billed(sim) -> tuple[int, float]:
+    usage = sim.stats()["billed"]["online"][MODEL]
+    usd = (usage["prompt_tokens"] * PRICE_IN + usage["completion_tokens"] * PRICE_OUT) / 1e6
+    return usage["requests"], usd
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_sigkill_at_a_cache_boundary_then_rerun_pays_nothing_received_twice(sim_engine, point):
+    sim, engine = sim_engine(engine_limiter=UnlimitedLimiter(), engine_cache=False)
+    crash_at, extra = POINTS[point]
+    worker = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -28,38 +52,49 @@ def test_kill_minus_9_then_rerun_sends_only_what_was_not_paid(sim_engine):
             str(N),
             "--concurrency",
             str(CONCURRENCY),
+            "--model",
+            MODEL,
+            "--run-id",
+            "run-killed",
+            *extra,
         ],
-        stdout=subprocess.PIPE,
+        env={**os.environ, "LAKELOOM_CRASH_AT": crash_at},
+        capture_output=True,
+        timeout=300,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while sim.stats()["served"] < N // 2:
-            assert worker.poll() is None, "the worker finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    assert worker.returncode == -signal.SIGKILL
-    time.sleep(0.3)  # requests in flight at the kill still finish on the server side
-    served_first = sim.stats()["served"]
-    assert N // 2 <= served_first < N
+    assert worker.returncode == -signal.SIGKILL, worker.stderr.decode()[-2000:]
 
     cache = ResponseCache(engine.storage)  # replays the dead run's journal into Delta
-    assert cache.replayed >= served_first - CONCURRENCY
+    stored = pl.read_delta(cache.uri)
+    assert stored["request_hash"].n_unique() == stored.height  # a replay adds no duplicate
+    received = stored.height
+    if point == "journal_append":
+        assert received == 150 and cache.replayed == 150
+    else:
+        assert received >= 100  # the flushed 100, plus what arrived during the flush
     rerun_engine = Engine(
         engine.provider, limiter=UnlimitedLimiter(), storage=engine.storage, cache=cache
     )
-    rerun = rerun_engine.run_bodies("chat.completions", chat_bodies(N))
-    served_rerun = sim.stats()["served"] - served_first
+    rerun = rerun_engine.run_bodies(
+        "chat.completions", chat_bodies(N, model=MODEL), context=RunContext(run_id="run-rerun")
+    )
 
-    assert rerun.results.height == N and (rerun.results["status"] == "ok").all()
-    assert rerun.results["key"].n_unique() == N
-    assert rerun.stats.cache_hits + rerun.stats.sent == N
-    assert served_rerun == rerun.stats.sent  # only the misses went out again
-    # paid twice = lost in flight at the kill, never a response that was in the journal
-    assert served_first + served_rerun - N <= CONCURRENCY
+    results = rerun.results
+    assert results.height == N and (results["status"] == "ok").all()
+    assert results["key"].n_unique() == N
+    assert rerun.stats.cache_hits == received and rerun.stats.sent == N - received
+    stats = sim.stats()
+    # paid twice = answered while in flight at the kill, never a response that was received
+    assert stats["answered_twice"] <= CONCURRENCY
+    assert stats["answered_unique"] == N
     table = pl.read_delta(cache.uri)
     assert table.height == N and table["request_hash"].n_unique() == N
+
+    billed_requests, billed_usd = _billed(sim)
+    assert billed_requests == N + stats["answered_twice"]
+    ledger = engine.ledger.read()
+    assert ledger.filter(pl.col("run_id") == "run-killed")["sent"].sum() == received
+    assert ledger["sent"].sum() == N  # every received response booked once, by its run
+    unbooked = billed_usd - ledger["cost_usd"].sum()  # only the answers nobody received
+    per_request = billed_usd / billed_requests
+    assert -1e-9 <= unbooked <= stats["answered_twice"] * per_request * 1.5 + 1e-9
