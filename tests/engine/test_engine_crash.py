@@ -12,10 +12,12 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
 
+from lakeloom.core.hashing import cache_keys, canonical_json, request_keys
 from lakeloom.engine.cache import ResponseCache
 from lakeloom.engine.limiter import UnlimitedLimiter
 from lakeloom.engine.runner import Engine
@@ -36,6 +38,25 @@ def _billed(sim) -> tuple[int, float]:
     usage = sim.stats()["billed"]["online"][MODEL]
     usd = (usage["prompt_tokens"] * PRICE_IN + usage["completion_tokens"] * PRICE_OUT) / 1e6
     return usage["requests"], usd
+
+
+def _leave_uncommitted_files(engine) -> None:
+    """What a kill inside ``write_deltalake`` leaves: data files written, no commit for them."""
+    keys = request_keys(
+        "chat.completions", [canonical_json(b) for b in chat_bodies(N, model=MODEL)]
+    )
+    rows = pl.DataFrame(
+        {
+            "request_hash": cache_keys(keys, engine.provider.cache_namespace),
+            "endpoint": "chat.completions",
+            "response": "stray: never committed",
+            "input_tokens": 0,
+            "output_tokens": 0,
+        }
+    )
+    folder = Path(engine.storage.table_uri("_lakeloom", "cache")) / f"model={MODEL}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows.write_parquet(folder / "part-00000-uncommitted-c000.snappy.parquet")
 
 
 @pytest.mark.parametrize("point", list(POINTS))
@@ -64,6 +85,8 @@ def test_sigkill_at_a_cache_boundary_then_rerun_pays_nothing_received_twice(sim_
     )
     assert worker.returncode == -signal.SIGKILL, worker.stderr.decode()[-2000:]
 
+    if point == "cache_commit":
+        _leave_uncommitted_files(engine)
     cache = ResponseCache(engine.storage)  # replays the dead run's journal into Delta
     stored = pl.read_delta(cache.uri)
     assert stored["request_hash"].n_unique() == stored.height  # a replay adds no duplicate
@@ -89,6 +112,7 @@ def test_sigkill_at_a_cache_boundary_then_rerun_pays_nothing_received_twice(sim_
     assert stats["answered_unique"] == N
     table = pl.read_delta(cache.uri)
     assert table.height == N and table["request_hash"].n_unique() == N
+    assert not table["response"].str.starts_with("stray").any()  # uncommitted files unseen
 
     billed_requests, billed_usd = _billed(sim)
     assert billed_requests == N + stats["answered_twice"]
