@@ -82,15 +82,28 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+BROKER_ENV = "LAKELOOM_CELERY_BROKER"
+BACKEND_ENV = "LAKELOOM_CELERY_BACKEND"
+
+
 def celery_settings(env: Mapping[str, str] | None = None) -> tuple[str, str]:
     """``(broker, backend)`` URLs from ``LAKELOOM_CELERY_BROKER`` / ``LAKELOOM_CELERY_BACKEND``."""
     env = os.environ if env is None else env
-    broker = env.get("LAKELOOM_CELERY_BROKER")
+    broker = env.get(BROKER_ENV)
     if not broker:
         raise ExecutorConfigError(
-            f"{EXECUTOR_ENV}=celery needs LAKELOOM_CELERY_BROKER (e.g. redis://127.0.0.1:6379/0)"
+            f"{EXECUTOR_ENV}=celery needs {BROKER_ENV} (e.g. redis://127.0.0.1:6379/0)"
         )
-    return broker, env.get("LAKELOOM_CELERY_BACKEND") or broker
+    return broker, env.get(BACKEND_ENV) or broker
+
+
+def _source(env: Mapping[str, str], name: str, value: str) -> str | dict[str, str]:
+    """``{"env": NAME}`` when this process's env holds the value, else the value itself.
+
+    A broker URL may carry a password: named by its env var, it is resolved where the executor
+    starts and never lands in Dagster's executor config, run records or snapshots.
+    """
+    return {"env": name} if os.environ.get(name) == value else value
 
 
 def _celery(env: Mapping[str, str]) -> dg.ExecutorDefinition:
@@ -101,7 +114,21 @@ def _celery(env: Mapping[str, str]) -> dg.ExecutorDefinition:
             f"{EXECUTOR_ENV}=celery needs dagster-celery: pip install 'lakeloom[scale]'"
         ) from exc
     broker, backend = celery_settings(env)
-    return celery_executor.configured({"broker": broker, "backend": backend}, name="celery")
+    backend_name = BACKEND_ENV if env.get(BACKEND_ENV) else BROKER_ENV
+    config = {
+        "broker": _source(env, BROKER_ENV, broker),
+        "backend": _source(env, backend_name, backend),
+    }
+    return celery_executor.configured(config, name="celery")
+
+
+_WORKER_CONFIG = f"""# written by lakeloom: URLs (and passwords) come from the worker's env
+import os
+
+broker_url = os.environ[{BROKER_ENV!r}]
+result_backend = os.environ.get({BACKEND_ENV!r}) or broker_url
+worker_prefetch_multiplier = 1
+"""
 
 
 def celery_worker_command(
@@ -115,15 +142,14 @@ def celery_worker_command(
 
     Writes ``dagster_celery_config.py`` (broker and backend) into ``config_dir``, which goes on
     the worker's ``PYTHONPATH`` (what ``dagster-celery worker start -y`` does, without needing a
-    Dagster instance). The ``celery`` program is the one beside this interpreter, and the venv's
+    Dagster instance); the file reads the URLs from the worker's env, so no password is
+    written to disk. The ``celery`` program is the one beside this interpreter, and the venv's
     ``bin`` leads ``PATH`` (else the worker fails with ``FileNotFoundError: 'celery'``).
     """
     env = dict(os.environ if env is None else env)
-    broker, backend = celery_settings(env)
+    celery_settings(env)  # fail now, naming the setting, when the broker is missing
     config_dir.mkdir(parents=True, exist_ok=True)
-    (config_dir / "dagster_celery_config.py").write_text(
-        f"broker_url = {broker!r}\nresult_backend = {backend!r}\nworker_prefetch_multiplier = 1\n"
-    )
+    (config_dir / "dagster_celery_config.py").write_text(_WORKER_CONFIG)
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join(

@@ -1,9 +1,10 @@
 """Post JSON messages to a webhook: bounded timeout and retries, secrets redacted, URL not logged.
 
-The webhook URL is a secret of its own (Slack and Teams put the token in the path), so logs name
-only its host. Every string of a payload is passed through :func:`redact` first: values of
-environment variables whose names look like credentials, ``sk-...`` keys and ``Bearer`` tokens
-never leave the process, whatever an error message happened to contain.
+The webhook URL is a secret of its own (Slack and Teams put the token in the path, others a
+``user:password@`` or a ``?token=``), so logs name only its host and port. Every string of a
+payload is passed through :func:`redact` first: values of environment variables whose names
+look like credentials, every URL's userinfo and secret query values, ``sk-...`` keys and
+``Bearer`` tokens never leave the process, whatever an error message happened to contain.
 """
 
 from __future__ import annotations
@@ -14,22 +15,18 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
+
+from lakeloom.storage.redact import REDACTED, hostport, redact_logs, redact_text, redact_url
 
 WEBHOOK_ENV = "LAKELOOM_WEBHOOK_URL"
 UI_URL_ENV = "LAKELOOM_UI_URL"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
-_SECRET_PATTERNS = (
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{12,}"),
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-]{8,}=*"),
-    re.compile(r"(?i)\b(api[_-]?key|token|secret|password)=([^&\s\"']+)"),
-)
-REDACTED = "***"
+_SECRET_ASSIGNMENT = re.compile(r"(?i)\b(api[_-]?key|token|secret|password)=([^&\s\"']+)")
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +34,9 @@ log = logging.getLogger(__name__)
 def redact(text: str, env: Mapping[str, str] | None = None) -> str:
     """Hide credentials in ``text``: secret-looking env var values, API keys, bearer tokens."""
     env = os.environ if env is None else env
-    for name, value in env.items():
-        if len(value) >= 8 and _SECRET_NAME.search(name) and value in text:
-            text = text.replace(value, REDACTED)
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(
-            lambda m: f"{m.group(1)}={REDACTED}" if m.re.groups == 2 else REDACTED, text
-        )
-    return text
+    known = [v for k, v in env.items() if len(v) >= 8 and _SECRET_NAME.search(k) and v in text]
+    text = redact_text(text, known)
+    return _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
 
 
 def redact_payload(value: Any, env: Mapping[str, str] | None = None) -> Any:
@@ -92,14 +84,21 @@ class WebhookConfig(BaseModel):
             ui_base_url=(env.get(UI_URL_ENV) or DEFAULT_UI_URL).rstrip("/"),
         )
 
+    def __repr_args__(self) -> list[tuple[str | None, object]]:
+        """The webhook URL is a credential: only its host and port show in repr and logs."""
+        shown = dict(super().__repr_args__())
+        shown["url"] = self.host if self.url else None
+        shown["ui_base_url"] = redact_url(self.ui_base_url)
+        return list(shown.items())
+
     def run_url(self, run_id: str) -> str:
-        """Link to a run in the Dagster UI."""
-        return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
+        """Link to a run in the Dagster UI (its userinfo and secret query values masked)."""
+        return f"{redact_url(self.ui_base_url).rstrip('/')}/runs/{run_id}"
 
     @property
     def host(self) -> str:
-        """The webhook's host, the only part of its URL that is ever logged."""
-        return urlsplit(self.url or "").netloc or "(none)"
+        """The webhook's host and port, the only part of its URL that is ever logged."""
+        return hostport(self.url or "")
 
 
 def post_json(
@@ -115,6 +114,7 @@ def post_json(
     """
     if not config.url:
         return False
+    redact_logs("httpx")  # it logs every request's full URL (the webhook's token) at INFO
     body = redact_payload(dict(payload))
     headers = {"User-Agent": "lakeloom-notify"}
     if idempotency_key:

@@ -88,7 +88,7 @@ def summarize_run(
             per_asset[key] = (mat.metadata, partitions)
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
-            message = error.message.strip() if error else (entry.user_message or "")
+            message = _error_text(error) if error else (entry.user_message or "")
             failed_steps.append({"step": event.step_key or "", "error": message[:2000]})
         else:
             evaluation = event.asset_check_evaluation_data
@@ -151,6 +151,18 @@ def _records(instance: dg.DagsterInstance, run_id: str) -> Iterable[Any]:
         if not page.has_more:
             return
         cursor = page.cursor
+
+
+def _error_text(error: Any) -> str:
+    """A step error's message and its causes' (Dagster wraps the asset's own exception).
+
+    The text may quote connection strings: ``post_json`` redacts every string it sends.
+    """
+    parts, seen = [], 0
+    while error is not None and seen < 5:
+        parts.append(error.message.strip())
+        error, seen = error.cause, seen + 1
+    return "\n".join(p for p in parts if p)
 
 
 def _json_safe(value: Any) -> Any:

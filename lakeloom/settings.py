@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from lakeloom.storage.env import OPTIONS_ENV, env_options, masked, parse_options
+from lakeloom.storage.redact import redact_url
 
 
 def data_dir() -> Path:
@@ -42,7 +43,7 @@ class Storage(BaseModel):
 
     def __repr_args__(self) -> list[tuple[str | None, object]]:
         """Show option names and public values only: secrets stay out of logs and tracebacks."""
-        return [("root", self.root), ("storage_options", masked(self.storage_options))]
+        return [("root", redact_url(self.root)), ("storage_options", masked(self.storage_options))]
 
     @property
     def is_local(self) -> bool:

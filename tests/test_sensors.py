@@ -183,3 +183,36 @@ def test_payload_never_carries_secrets(webhook_receiver, monkeypatch):
         assert secret not in raw
     assert "api_key=***" in msg["error"] and "x=1" in msg["error"]
     assert redact("nothing secret here") == "nothing secret here"
+
+
+def test_webhook_credentials_and_urls_in_errors_never_leave_the_process(
+    instance, io_manager, webhook_receiver, caplog
+):
+    """Issue 13.11: the webhook's user:pass@ and ?token=, and URLs inside step errors."""
+    import logging
+
+    @dg.asset
+    def leaky() -> pl.DataFrame:
+        raise RuntimeError(
+            "cannot reach redis://:s3cr3t-STEP@127.0.0.1:6379/0 nor https://h.example/x?sig=SIG9"
+        )
+
+    result = dg.materialize(
+        [leaky], resources={"io_manager": io_manager}, instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    port = webhook_receiver.url.split(":")[2].split("/")[0]
+    url = f"http://user:pa55-HOOK@127.0.0.1:{port}/hook?token=abc-HOOK-token"
+    config = WebhookConfig(url=url, ui_base_url="http://ui:UI-PASS@ui.example:3000")
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()  # what the run logged is the asset's own exception; the sensor's starts here
+    skip = _evaluate(instance, result.run_id, config)
+
+    [msg] = webhook_receiver.wait_for(1, 5)
+    assert config.host == f"127.0.0.1:{port}" and config.host in skip.skip_message
+    error = msg["failed_steps"][0]["error"]
+    assert "redis://***@127.0.0.1:6379/0" in error and "sig=***" in error
+    assert msg["url"].startswith("http://***@ui.example:3000/runs/")
+    texts = [caplog.text, skip.skip_message, str(msg), repr(config), str(config)]
+    for secret in ("pa55-HOOK", "abc-HOOK-token", "s3cr3t-STEP", "SIG9", "UI-PASS"):
+        assert all(secret not in text for text in texts), secret

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lakeloom.storage.redact import redact_url
+
 if TYPE_CHECKING:
     from lakeloom.engine.limiter_core import Tuning
     from lakeloom.engine.limiter_stores import LimiterStore
@@ -107,8 +109,8 @@ def open_store(url: str | None = None) -> LimiterStore:
         store = SQLiteStore(url.removeprefix("sqlite:///") or data_dir() / "limiter.sqlite")
     else:
         raise ValueError(
-            f"{LIMITER_URL_ENV}={url!r}: expected redis://..., rediss://..., unix://..., "
-            "sqlite:///path or memory://"
+            f"{LIMITER_URL_ENV}={redact_url(url)!r}: expected redis://..., rediss://..., "
+            "unix://..., sqlite:///path or memory://"
         )
     _STORES[cache_key] = store
     return store

@@ -15,7 +15,8 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from lakeloom.engine.limiter_core import STATE_FIELDS, Decision, Feedback, Tuning
-from lakeloom.engine.limiter_stores import LimiterUnavailable
+from lakeloom.engine.limiter_stores import LimiterUnavailable, store_key
+from lakeloom.storage.redact import redact_text, redact_url, url_secrets
 
 KEY_PREFIX = "lakeloom:limiter:"
 TTL_MS = 24 * 3600 * 1000  # forget a provider's state after a day without traffic
@@ -152,7 +153,9 @@ class RedisStore:
     """Limiter state in a Redis hash per provider key, updated by one atomic Lua script."""
 
     def __init__(self, url: str, *, connect_timeout_s: float = 2.0) -> None:
-        self.url = url
+        self._url = url  # holds the password: never shown, see ``url``
+        self.url = redact_url(url)
+        self._secrets = url_secrets(url)
         self._timeout = connect_timeout_s
         try:
             with redis.Redis.from_url(
@@ -161,11 +164,18 @@ class RedisStore:
                 probe.ping()
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable(
-                f"limiter state at {_safe(url)} is unreachable ({exc}); refusing to run with "
-                "per-process limits. Start Redis or unset LAKELOOM_LIMITER_URL."
-            ) from exc
+                f"limiter state at {self.url} is unreachable ({self._safe(exc)}); refusing to "
+                "run with per-process limits. Start Redis or unset LAKELOOM_LIMITER_URL."
+            ) from None  # the cause's text and traceback locals may hold the password
         self._clients: dict[asyncio.AbstractEventLoop, aredis.Redis] = {}
         self._scripts: dict[asyncio.AbstractEventLoop, object] = {}
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r})"
+
+    def _safe(self, exc: BaseException) -> str:
+        """The error's text with the URL's password (and any URL in it) masked."""
+        return redact_text(f"{type(exc).__name__}: {exc}", self._secrets)
 
     def _script(self) -> object:
         loop = asyncio.get_running_loop()
@@ -175,7 +185,7 @@ class RedisStore:
                 self._clients.pop(old, None)
                 self._scripts.pop(old, None)
             client = aredis.Redis.from_url(
-                self.url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout
+                self._url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout
             )
             self._clients[loop] = client
             script = self._scripts[loop] = client.register_script(LUA)
@@ -193,9 +203,12 @@ class RedisStore:
         """Run the Lua port of ``decide`` on ``key``'s hash."""
         args = [len(costs), *costs, *tuning.as_args(), *fb.as_args(), rpm or 0, tpm or 0, TTL_MS]
         try:
-            out = await self._script()(keys=[KEY_PREFIX + key], args=args)  # type: ignore[operator]
+            script = self._script()
+            out = await script(keys=[KEY_PREFIX + store_key(key)], args=args)  # type: ignore[operator]
         except (RedisError, OSError) as exc:
-            raise LimiterUnavailable(f"limiter state at {_safe(self.url)} failed: {exc}") from exc
+            raise LimiterUnavailable(
+                f"limiter state at {self.url} failed: {self._safe(exc)}"
+            ) from None
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             # Python 3.11's asyncio.wait_for (inside redis-py) returns the reply and drops a
@@ -215,11 +228,3 @@ class RedisStore:
         """Forget the per-loop clients (their loops close their sockets)."""
         self._clients.clear()
         self._scripts.clear()
-
-
-def _safe(url: str) -> str:
-    """Hide the password in ``url`` for error messages."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

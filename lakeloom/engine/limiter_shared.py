@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from lakeloom.engine.limiter import Admission, RateLimiter
 from lakeloom.engine.limiter_core import NONE, Feedback, Tuning
-from lakeloom.engine.limiter_stores import LimiterStore
+from lakeloom.engine.limiter_stores import LimiterStore, store_key
 from lakeloom.engine.ratelimit_headers import BucketReport, parse_retry_after, read_bucket
 
 _MAX_BATCH = 512
@@ -55,6 +55,7 @@ class SharedLimiter(RateLimiter):
         probe: int = 4,
         probe_wait_s: float = 2.0,
     ) -> None:
+        key = store_key(key)  # persisted and shown: never with URL credentials
         for name, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and not value > 0:
                 raise ValueError(f"limiter {key!r}: {name} must be > 0 or None, got {value!r}")

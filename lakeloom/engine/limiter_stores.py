@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import Protocol
 
 from lakeloom.engine.limiter_core import STATE_FIELDS, Decision, Feedback, State, Tuning, decide
+from lakeloom.storage.redact import strip_url_secrets
+
+
+def store_key(key: str) -> str:
+    """The name a provider's state is stored under: its key with no URL credentials in it.
+
+    ``ProviderConfig.limiter_key`` is already clean; this guards keys built elsewhere (a
+    ``provider_key`` or a caller of ``make_limiter``) before they reach a table or Redis.
+    """
+    return strip_url_secrets(key)
 
 
 class LimiterUnavailable(RuntimeError):
@@ -63,7 +73,7 @@ class MemoryStore:
     ) -> Decision:
         """Run ``decide`` under a process-wide lock."""
         with _MEMORY_LOCK:
-            state = _MEMORY.setdefault(key, State())
+            state = _MEMORY.setdefault(store_key(key), State())
             return decide(state, time.time(), costs, fb, tuning, rpm, tpm)
 
     def close(self) -> None:
@@ -133,10 +143,11 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute(_SELECT, (key,)).fetchone()
+                name = store_key(key)
+                row = conn.execute(_SELECT, (name,)).fetchone()
                 state = State(*row) if row else State()
                 decision = decide(state, time.time(), costs, fb, tuning, rpm, tpm)
-                conn.execute(_UPSERT, (key, *state.as_row()))
+                conn.execute(_UPSERT, (name, *state.as_row()))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -147,7 +158,7 @@ class SQLiteStore:
 
     def read(self, key: str) -> State | None:
         """Return the stored state of ``key`` (for inspection and tests)."""
-        row = self._conn().execute(_SELECT, (key,)).fetchone()
+        row = self._conn().execute(_SELECT, (store_key(key),)).fetchone()
         return State(*row) if row else None
 
     def close(self) -> None:

@@ -12,7 +12,8 @@ Three sources, first one wins per option:
 3. ``AWS_ALLOW_HTTP=true`` is implied by an ``http://`` endpoint (a local moto/MinIO server).
 
 Option names are the delta-rs ones (upper case), which every lakeloom reader understands:
-delta-rs, polars, pyarrow's S3 filesystem, obstore. This module imports nothing of lakeloom.
+delta-rs, polars, pyarrow's S3 filesystem, obstore. This module imports nothing of lakeloom but
+the redaction helpers (:mod:`lakeloom.storage.redact`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import json
 import os
 from collections.abc import Mapping
 from typing import Any
+
+from lakeloom.storage.redact import REDACTED, redact_url, url_secrets
 
 OPTIONS_ENV = "LAKELOOM_STORAGE_OPTIONS"
 
@@ -77,8 +80,9 @@ def resolve_values(raw: Mapping[str, Any], *, source: str = OPTIONS_ENV) -> dict
         elif isinstance(value, str | int | float | bool) and not isinstance(value, Mapping):
             out[key] = str(value).lower() if isinstance(value, bool) else str(value)
         else:
-            raise StorageOptionsError(
-                f'{source}: option {key} must be a string or {{"env": "NAME"}}, got {value!r}'
+            raise StorageOptionsError(  # the type only: the value may be a secret
+                f'{source}: option {key} must be a string or {{"env": "NAME"}}, '
+                f"got a {type(value).__name__}"
             )
     return out
 
@@ -102,5 +106,18 @@ def env_options(root: str, explicit: Mapping[str, str] | None = None) -> dict[st
 
 
 def masked(options: Mapping[str, str]) -> dict[str, str]:
-    """Options with every value but the public ones replaced by ``***`` (for repr and logs)."""
-    return {k: (v if k.upper() in PUBLIC_OPTIONS else "***") for k, v in options.items()}
+    """Options with every value but the public ones replaced by ``***`` (for repr and logs).
+
+    Public values are shown with any URL credentials masked (an endpoint may embed a key).
+    """
+    return {
+        k: (redact_url(v) if k.upper() in PUBLIC_OPTIONS else REDACTED) for k, v in options.items()
+    }
+
+
+def secret_values(options: Mapping[str, str]) -> list[str]:
+    """The option values that are secret, to hide wherever an error message repeats them."""
+    found = [v for k, v in options.items() if k.upper() not in PUBLIC_OPTIONS and v]
+    for value in options.values():
+        found += url_secrets(value)
+    return found
