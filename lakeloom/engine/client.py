@@ -15,12 +15,13 @@ import random
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from lakeloom.engine.cache_namespace import provider_namespace
 from lakeloom.engine.limiter import RateLimiter, UnlimitedLimiter
 from lakeloom.engine.transport import Attempt, Transport, make_transport
 from lakeloom.engine.types import LLMRequest, LLMResult
+from lakeloom.storage.redact import redact_url, strip_url_secrets, url_identity
 
 _DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "azure": "AZURE_OPENAI_API_KEY"}
 
@@ -38,7 +39,8 @@ class ProviderConfig(BaseModel):
         'compatible:http://127.0.0.1:8377/v1'
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inputs stay out of validation errors: a bad base_url or api_key must not be echoed
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     kind: Literal["openai", "azure", "compatible"] = Field(
         "openai", description="openai (api.openai.com), azure, or any compatible server."
@@ -97,6 +99,17 @@ class ProviderConfig(BaseModel):
             data = {**data, "cache_namespace": provider_namespace(kind, data.get("base_url"))}
         return data
 
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        """Refuse credentials in the URL: HTTP clients log URLs (httpx at INFO) and errors."""
+        if value and redact_url(value) != value:
+            raise ValueError(
+                f"base_url {redact_url(value)} carries credentials (user:password@ or a secret "
+                "query parameter); pass the key as api_key or api_key_env instead"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
         if self.kind == "azure" and not (self.base_url and self.api_version):
@@ -109,8 +122,14 @@ class ProviderConfig(BaseModel):
 
     @property
     def limiter_key(self) -> str:
-        """Identifies the provider account whose limits the limiter shares."""
-        return self.provider_key or f"{self.kind}:{self.base_url or 'https://api.openai.com/v1'}"
+        """Identifies the provider account whose limits the limiter shares.
+
+        Persisted (limiter state, Redis keys, batch job tables) and shown in errors, so the base
+        URL enters it without userinfo or secret query values (``storage.redact.url_identity``).
+        """
+        if self.provider_key:
+            return strip_url_secrets(self.provider_key)
+        return f"{self.kind}:{url_identity(self.base_url or 'https://api.openai.com/v1')}"
 
     def resolved_api_key(self) -> str | None:
         """Return the key from the config or its env var (None when unset)."""

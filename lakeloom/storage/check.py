@@ -16,8 +16,9 @@ import threading
 import uuid
 from collections.abc import Mapping
 
-from lakeloom.storage.env import is_s3
+from lakeloom.storage.env import is_s3, secret_values
 from lakeloom.storage.objects import bucket_and_prefix, s3_store
+from lakeloom.storage.redact import redact_text, redact_url
 
 PROBE_DIR = "_lakeloom_probe"
 
@@ -48,25 +49,28 @@ def check_conditional_writes(
     store = s3_store(uri, options, timeout_s=timeout_s, max_retries=2)
     key = f"{PROBE_DIR}/{uuid.uuid4().hex}"
     where = f"{uri.rstrip('/')}/{key}"
-    endpoint = options.get("AWS_ENDPOINT_URL") or "the default AWS endpoint"
+    endpoint = redact_url(options.get("AWS_ENDPOINT_URL") or "the default AWS endpoint")
+    secrets = secret_values(options)
     try:
         obstore.put(store, key, b"first", mode="create")
     except Exception as exc:
+        first = redact_text(str(exc).splitlines()[0] if str(exc) else "", secrets)
         raise StorageCheckError(
             f"cannot write to {where} at {endpoint} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}); check the bucket, endpoint and keys "
+            f"{first}); check the bucket, endpoint and keys "
             "(LAKELOOM_STORAGE_ROOT, LAKELOOM_STORAGE_OPTIONS, AWS_* variables)"
-        ) from exc
+        ) from None  # the cause may repeat the options
     try:
         try:
             obstore.put(store, key, b"second", mode="create")
         except (AlreadyExistsError, PreconditionError):
             return  # 412 Precondition Failed: conditional writes are honoured
         except Exception as exc:
+            first = redact_text(str(exc).splitlines()[0] if str(exc) else "", secrets)
             raise StorageCheckError(
                 f"the second conditional PUT of {where} failed with {type(exc).__name__} "
-                f"instead of 412 Precondition Failed: {str(exc).splitlines()[0]}"
-            ) from exc
+                f"instead of 412 Precondition Failed: {first}"
+            ) from None
         raise ConditionalWritesUnsupported(
             f"object storage at {endpoint} ignores 'If-None-Match: *': a second PUT of {where} "
             "succeeded instead of failing with 412 Precondition Failed. Delta commits there "
