@@ -36,6 +36,7 @@ from lakeloom.assets.backfill import (
     run_options,
 )
 from lakeloom.assets.error_report import LLMAssetConfig, prepare_rerun, record_errors
+from lakeloom.assets.partition_spend import partition_label, row_partitions
 from lakeloom.assets.upstream import Source, resolve_source
 from lakeloom.core.embed import run_embed
 from lakeloom.core.generate import run_generate
@@ -87,13 +88,6 @@ def _column_schema(
         for name, dtype in PROVENANCE_SCHEMA.items()
     ]
     return dg.TableSchema(columns=columns)
-
-
-def _partition_label(context: dg.AssetExecutionContext) -> str | None:
-    if not context.has_partition_key_range:
-        return None
-    keys = context.partition_keys
-    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]} ({len(keys)})"
 
 
 def _stats_metadata(stats: ColumnStats, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,7 +194,7 @@ def _build(
         run = RunContext(
             run_id=context.run_id,
             asset=asset_key.to_user_string(),
-            partition=_partition_label(context),
+            partition=partition_label(context),
         )
         rerun = prepare_rerun(
             context,
@@ -210,6 +204,9 @@ def _build(
             upstream=upstream,
             keep=keep,
         )
+        run.row_partitions = row_partitions(context, rerun.to_send if rerun else upstream, dims)
+        if run.row_partitions is not None:  # booked per row's partition, not to a range label
+            run.partition = None
         mode, dry_run = run_options(context.run.tags, config, column)
         runners: list[ModeRunner] = []
 

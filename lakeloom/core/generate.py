@@ -158,6 +158,7 @@ def run_generate(
     spec.validate_input(df.schema, where="input frame")
     check_keep(df.columns, keep, "input frame")
     mode = structured_output or provider_capability(engine)
+    context = context if context is not None else RunContext()  # one budget for every round
     schema = spec.schema
     n = df.height
     ledger = RowLedger(n)
@@ -188,6 +189,7 @@ def run_generate(
             break
         requests = _requests([_body(spec, mode, p.messages) for p in queue], spec.max_tokens)
         pending = {req.key: p for req, p in zip(requests, queue, strict=True)}
+        _book_partitions(context, pending)
         results = run_requests(engine, requests, context, stats)
         if round_no:
             stats.repairs += len(requests)
@@ -234,6 +236,14 @@ def run_generate(
 
     frame = assemble(df, keep, schema.series(spec.output_column, values), ledger)
     return frame, stats.finish(ledger, latencies)
+
+
+def _book_partitions(context: RunContext, pending: dict[str, _Pending]) -> None:
+    """Book each request to its first row's partition, the row that carries its spend."""
+    rows = context.row_partitions
+    if rows:
+        for key, item in pending.items():
+            context.request_partitions[key] = {rows[item.rows[0]]: 1.0}
 
 
 def _settle(

@@ -71,15 +71,14 @@ def run_requests(
 ) -> dict[str, LLMResult]:
     """Send one round of requests through ``engine``; results by request key.
 
-    Rounds share one budget: each round may spend only what the earlier rounds (first answers,
-    then repairs) left of the engine's ``max_cost_usd``. A request the engine returned no result
-    for becomes an explicit error result: rows are never silently dropped.
+    Rounds share one budget, the run's: pass the same ``context`` to every round and the
+    engine starts each from what the run already spent (earlier rounds with their uncertain
+    attempts, earlier steps and step retries: see ``Engine._run_spent``). A request the engine
+    returned no result for becomes an explicit error result: rows are never silently dropped.
     """
     if not requests:
         return {}
-    budget = getattr(engine, "max_cost_usd", None)
-    remaining = None if budget is None else max(0.0, budget - stats.cost_usd)
-    out = engine.run(requests, context=context, max_cost_usd=remaining)
+    out = engine.run(requests, context=context)
     results = {r.key: r for r in out}
     stats.add_run(list(results.values()), getattr(out, "stats", None))
     for request in requests:

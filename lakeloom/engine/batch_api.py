@@ -12,12 +12,14 @@ backoff, download (``batch_jobs``) → answers into the response cache under the
 later online run reuses them) → failed lines that a retry can fix (5xx, 429, expired, cancelled,
 failed batch) sent online when ``on_failed="online"``, the rest reported with the provider's
 reason → cost ledger at batch prices, endpoint ``batch:<endpoint>`` (online retries are ledgered
-by the engine as online spend).
+by the engine as online spend). Each answer's spend is journaled before it enters the cache
+(``batch_spend``), so a run killed before its ledger write is still booked by the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -29,9 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from lakeloom.engine.batch_files import URLS, BatchAPI, ChunkLimits, chunk, embedding_inputs
 from lakeloom.engine.batch_files import jsonl_line as _line
 from lakeloom.engine.batch_jobs import JobOutcome, JobRunner, JobTiming
+from lakeloom.engine.batch_spend import BatchSpend
 from lakeloom.engine.batch_store import BatchJob, BatchStore, job_id
 from lakeloom.engine.cost import BudgetGuard
-from lakeloom.engine.ledger import ledger_rows
+from lakeloom.engine.ledger import CallSpend
 from lakeloom.engine.plan import Bodies, Planned, plan, request_frame, requests_frame
 from lakeloom.engine.results import (
     EngineRun,
@@ -207,26 +210,30 @@ class BatchRunner(BlockingCalls, EngineWrapper):
             engine.provider.check_api_key()
         budget = BudgetGuard(engine.max_cost_usd if max_cost_usd is None else max_cost_usd)
         self.jobs = []
-        results, batched = (
-            await self._send(endpoint, planned, budget, context) if planned.requests else ([], [])
-        )
-        if engine.ledger is not None:
-            hits = int(hit_mask.sum())
-            hit_models = matched.select("model").filter(hit_mask) if hits else matched.clear()
-            rows = ledger_rows(
-                f"batch:{endpoint}",
-                context,
-                hit_models,
-                batched,
-                price_table=engine.prices.version,
-            )
-            await asyncio.to_thread(engine.ledger.append, rows)
+        spend = CallSpend(engine.ledger, f"batch:{endpoint}", context, engine.prices.version)
+        hit_keys = pl.DataFrame({"key": frame["key"], "model": matched["model"]}).filter(hit_mask)
+        if engine.ledger is not None:  # a killed run's journaled answers: booked before the hits
+            await asyncio.to_thread(engine.ledger.recover)
+        try:
+            results = await self._send(endpoint, planned, budget, context, spend)
+        except BaseException:  # cancelled or failed: book what was paid, re-raise
+            with contextlib.suppress(Exception):
+                spend.book(hit_keys)
+            raise
+        await asyncio.to_thread(spend.book, hit_keys)
         return matched, hit_mask, results, budget.stopped
 
     async def _send(
-        self, endpoint: Endpoint, planned: Planned, budget: BudgetGuard, context: RunContext
-    ) -> tuple[list[LLMResult], list[LLMResult]]:
-        """Results for every planned request, and those the Batch API settled (for the ledger)."""
+        self,
+        endpoint: Endpoint,
+        planned: Planned,
+        budget: BudgetGuard,
+        context: RunContext,
+        spend: CallSpend,
+    ) -> list[LLMResult]:
+        """Results for every planned request; those the Batch API settled go to ``spend``."""
+        if not planned.requests:
+            return []
         s = self.settings
         n = len(planned.requests)
         out: list[LLMResult | None] = [None] * n
@@ -244,6 +251,7 @@ class BatchRunner(BlockingCalls, EngineWrapper):
                 error = BUDGET_ERROR.format(budget.max_cost_usd)
                 out[i] = LLMResult(request.key, "error", error=error, model=planned.models[i])
         index = {planned.requests[i].key: i for i in admitted}
+        answers = BatchSpend(spend, planned, index, self.engine.prices)
         jobs, texts = await self._plan_jobs(endpoint, planned, admitted, index)
         self.jobs = jobs
         outcomes: list[JobOutcome] = []
@@ -265,10 +273,11 @@ class BatchRunner(BlockingCalls, EngineWrapper):
                     timing=timing,
                     context=context,
                     progress=self.engine.progress,
+                    on_answers=answers.on_answers,
                 )
                 outcomes = list(await asyncio.gather(*(runner.run(j, texts) for j in jobs)))
-        retry = self._settle(planned, outcomes, index, out, worst, budget)
-        batched = [r for r in out if r is not None]
+        retry = self._settle(planned, outcomes, index, out, worst, budget, answers.answered)
+        answers.add_settled([r for r in out if r is not None])
         if retry:  # online, through the engine: its own cache check, limiter, ledger rows
             left = None
             if budget.max_cost_usd is not None:
@@ -281,10 +290,9 @@ class BatchRunner(BlockingCalls, EngineWrapper):
                 budget.committed_usd += result.cost_usd
                 out[i] = result
             budget.stopped |= bool(getattr(online.stats, "budget_exceeded", False))
-        final = [
+        return [
             r if r is not None else lost_result(planned.requests[i].key) for i, r in enumerate(out)
         ]
-        return final, batched
 
     def _settle(
         self,
@@ -294,31 +302,18 @@ class BatchRunner(BlockingCalls, EngineWrapper):
         out: list[LLMResult | None],
         worst: list[float],
         budget: BudgetGuard,
+        answered: Mapping[str, LLMResult],
     ) -> list[int]:
-        """Turn line outcomes into results at batch prices; return the positions to resend."""
+        """Turn line outcomes into results (answers: priced already); return those to resend."""
         retry: list[int] = []
         for outcome in outcomes:
             for key, line in outcome.lines.items():
                 i = index.get(key)
                 if i is None or out[i] is not None:
                     continue  # a resumed job's other keys: in the cache now, not asked here
-                request, model = planned.requests[i], planned.models[i]
-                if line.text is not None:
-                    usage = (line.body or {}).get("usage") or {}
-                    result = LLMResult(
-                        key,
-                        "ok",
-                        response=line.body,
-                        response_text=line.text,
-                        input_tokens=int(usage.get("prompt_tokens") or request.prompt_tokens),
-                        output_tokens=int(usage.get("completion_tokens") or 0),
-                        latency_s=outcome.seconds,
-                        attempts=1,
-                        model=model,
-                    )
-                    result.cost_usd = planned.prices[i].batch_cost(
-                        input_tokens=result.input_tokens, output_tokens=result.output_tokens
-                    )
+                model = planned.models[i]
+                result = answered.get(key) if line.text is not None else None
+                if result is not None:
                     budget.settle(worst[i], result.cost_usd)
                     out[i] = result
                     continue

@@ -82,8 +82,12 @@ class JobRunner:
         timing: JobTiming,
         context: RunContext,
         progress: Callable[[str], object] | None = None,
+        on_answers: Callable[[BatchJob, Mapping[str, LineOutcome], float], None] | None = None,
     ) -> None:
-        """Bind the provider API, the job log, the cache and the run's context."""
+        """Bind the provider API, the job log, the cache and the run's context.
+
+        ``on_answers`` sees a job's lines before its answers enter the cache (the spend journal).
+        """
         self.api = api
         self.store = store
         self.cache = cache
@@ -92,6 +96,7 @@ class JobRunner:
         self.timing = timing
         self.context = context
         self.progress = progress
+        self.on_answers = on_answers
         self._reported: dict[str, float] = {}
 
     async def _record(self, job: BatchJob, event: Any) -> None:
@@ -216,8 +221,11 @@ class JobRunner:
         missing = f"batch {batch.status}" + (f": {job.detail}" if job.detail else "")
         for key in job.keys:
             lines.setdefault(key, LineOutcome(key, error=f"{missing}: no result", retryable=True))
+        if self.on_answers is not None:
+            self.on_answers(job, lines, time.monotonic() - started)
         await asyncio.to_thread(self._merge, job, lines)
         await self._record(job, "merged")
+        crash_point("batch_merged")
         ok = sum(o.text is not None for o in lines.values())
         self._say(job, f"{batch.status}: {ok:,} answers, {len(lines) - ok:,} errors", force=True)
         return JobOutcome(job, lines, time.monotonic() - started)

@@ -10,6 +10,7 @@ an exception that would lose the finished rows. How bytes travel is ``transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from lakeloom.engine.cache_namespace import provider_namespace
+from lakeloom.engine.cost import RETRY_BUDGET_ERROR, AttemptBudget
 from lakeloom.engine.limiter import RateLimiter, UnlimitedLimiter
 from lakeloom.engine.transport import Attempt, Transport, make_transport
 from lakeloom.engine.types import LLMRequest, LLMResult
@@ -63,6 +65,12 @@ class ProviderConfig(BaseModel):
     timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout in seconds.")
     max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at most.")
     max_attempts: int = Field(6, ge=1, le=50, description="Attempts per request, retries included.")
+    unreachable_after: int = Field(
+        20,
+        ge=1,
+        description="Consecutive connection failures (no HTTP answer at all, no success between "
+        "them) after which the provider counts as unreachable: nothing more is sent this run.",
+    )
     backoff_base_s: float = Field(0.5, ge=0, description="First retry's backoff ceiling.")
     backoff_max_s: float = Field(30.0, ge=0, description="Backoff ceiling (full jitter below it).")
     structured_output: Literal["json_schema", "json_object", "none"] = Field(
@@ -88,6 +96,11 @@ class ProviderConfig(BaseModel):
         description="Mixed into every cache key. Unset or None: the provider's identity (kind + "
         "normalized base URL, engine.cache_namespace), so two servers never answer for each "
         "other; a shared name shares the cache; '' reads caches written before namespaces.",
+    )
+    limits: dict[str, dict[str, int | None]] | None = Field(
+        None,
+        description="Per-model overrides of provider_limits.json ('*' = every model): "
+        "context_window, max_output, max_inputs, max_input_tokens, max_request_tokens.",
     )
 
     @model_validator(mode="before")
@@ -173,6 +186,10 @@ class Client:
         self._transport: Transport | None = None
         self._sums: dict[Any, tuple[int, int]] = {}
         self._ratios: dict[Any, float] = {}
+        self._connect_failures = 0
+        self.unreachable: str | None = None
+        """Why the provider counts as unreachable (set once: nothing more is sent)."""
+        self._down = asyncio.Event()
 
     async def __aenter__(self) -> Client:
         """Open the transport (one pooled connection set for the whole run)."""
@@ -209,8 +226,47 @@ class Client:
         delay = random.uniform(0.0, ceiling)
         return max(delay, retry_after or 0.0)
 
-    async def call(self, request: LLMRequest, body_text: str | None = None) -> LLMResult:
-        """Send one request until it succeeds, fails for good, or runs out of attempts."""
+    def _connection(self, attempt: Attempt) -> None:
+        """Count consecutive connection failures; past the threshold, stop sending for good.
+
+        Any HTTP answer (even a 429 or a 5xx) shows the provider is reachable and resets the
+        count; a timeout neither counts nor resets (the server may be slow, not gone).
+        """
+        if attempt.status_code is not None:
+            self._connect_failures = 0
+            return
+        if not (attempt.error or "").startswith("connection error"):
+            return
+        self._connect_failures += 1
+        if self.unreachable is None and self._connect_failures >= self.config.unreachable_after:
+            self.unreachable = (
+                f"provider unreachable: not sent ({self._connect_failures} consecutive "
+                f"connection failures, the last: {attempt.error})"
+            )
+            self._down.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Back off, but wake at once when the provider turns out unreachable."""
+        if seconds > 0 and not self._down.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._down.wait(), seconds)
+
+    def _stop(self, result: LLMResult, error: str, started: float, fatal: bool) -> LLMResult:
+        result.error, result.fatal = error, fatal
+        result.latency_s = time.perf_counter() - started
+        return result
+
+    async def call(
+        self,
+        request: LLMRequest,
+        body_text: str | None = None,
+        budget: AttemptBudget | None = None,
+    ) -> LLMResult:
+        """Send one request until it succeeds, fails for good, or runs out of attempts.
+
+        ``budget`` (the run's budget for this request) is asked before every attempt: a retry
+        the budget cannot take is not sent, and the result says so.
+        """
         result = LLMResult(key=request.key, status="error", model=request.body.get("model"))
         started = time.perf_counter()
         limiter = self.limiter
@@ -218,14 +274,26 @@ class Client:
         assert transport is not None, "use 'async with Client(...)'"
         attempt: Attempt | None = None
         for number in range(1, self.config.max_attempts + 1):
+            if self.unreachable is not None:
+                error = self.unreachable
+                if attempt is not None:
+                    tries = f"after {result.attempts} attempts"
+                    error = f"provider unreachable: {attempt.error} {tries}"
+                return self._stop(result, error, started, fatal=True)
+            if budget is not None and not budget.reserve():
+                if attempt is None:  # the runner checked the first attempt: a race, not sent
+                    return self._stop(result, "budget exceeded: not sent", started, False)
+                limit = budget.guard.max_cost_usd or 0.0
+                error = RETRY_BUDGET_ERROR.format(limit, f"{attempt.error} ({number - 1} sent)")
+                return self._stop(result, error, started, fatal=False)
             try:
                 admission = await limiter.acquire(self._reserve(request))
             except Exception as exc:  # shared limiter state unreachable: stop, never overrun
-                result.error = f"limiter unavailable: {exc}"
-                result.fatal = True
-                result.latency_s = time.perf_counter() - started
-                return result
+                if budget is not None:
+                    budget.release()
+                return self._stop(result, f"limiter unavailable: {exc}", started, fatal=True)
             attempt = await transport.send(request, body_text)
+            self._connection(attempt)
             used = None
             if attempt.body is not None:
                 # Providers count prompt + max_tokens against TPM (not the completion): correct
@@ -242,15 +310,19 @@ class Client:
             )
             result.attempts = number
             if attempt.body is not None:
-                break
+                break  # the runner prices the answer and settles the reservation
             if attempt.status_code == 429:
                 result.rate_limited += 1
             if attempt.maybe_billed:
                 result.uncertain_attempts += 1
+                if budget is not None:
+                    budget.uncertain()
+            elif budget is not None:
+                budget.release()
             if not attempt.retryable or number == self.config.max_attempts:
                 break
             result.retries += 1
-            await asyncio.sleep(self._backoff(number, attempt.retry_after_s))
+            await self._sleep(self._backoff(number, attempt.retry_after_s))
         assert attempt is not None
         result.latency_s = time.perf_counter() - started
         if attempt.body is not None:

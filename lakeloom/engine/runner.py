@@ -25,9 +25,9 @@ import polars as pl
 
 from lakeloom.engine.cache import ResponseCache
 from lakeloom.engine.client import Client, ProviderConfig
-from lakeloom.engine.cost import BudgetGuard, PriceTable
+from lakeloom.engine.cost import BUDGET_ERROR, BudgetGuard, PriceTable
 from lakeloom.engine.forecast import Forecast, forecast
-from lakeloom.engine.ledger import CostLedger, ledger_rows
+from lakeloom.engine.ledger import CallSpend, CostLedger
 from lakeloom.engine.limiter import RateLimiter, UnlimitedLimiter
 from lakeloom.engine.plan import Bodies, Planned, plan, request_frame, requests_frame
 from lakeloom.engine.progress import ProgressCallback, ProgressTracker
@@ -44,9 +44,7 @@ from lakeloom.engine.results import (
 from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult, RunContext
 from lakeloom.settings import Storage
 
-__all__ = ["Engine", "EngineRun", "RunResults", "RunStats"]
-
-BUDGET_ERROR = "budget exceeded: not sent (max_cost_usd={:.4f})"
+__all__ = ["BUDGET_ERROR", "Engine", "EngineRun", "RunResults", "RunStats"]
 
 
 @dataclass(slots=True)
@@ -262,8 +260,12 @@ class Engine(BlockingCalls):
         )
         if planned.requests:
             self.provider.check_api_key()
-        budget = BudgetGuard(self.max_cost_usd if max_cost_usd is None else max_cost_usd)
+        limit = self.max_cost_usd if max_cost_usd is None else max_cost_usd
+        prior = await asyncio.to_thread(self._run_spent, context, limit is not None)
+        budget = BudgetGuard(limit, committed_usd=prior)
+        spend = CallSpend(self.ledger, endpoint, context, self.prices.version)
         hits = int(hit_mask.sum())
+        hit_keys = pl.DataFrame({"key": frame["key"], "model": matched["model"]}).filter(hit_mask)
         tracker = ProgressTracker(
             hits + misses.height,
             self.progress,
@@ -271,20 +273,32 @@ class Engine(BlockingCalls):
             cache_hits=hits,
         )
         try:
-            sent = await self._send(endpoint, planned, budget, tracker)
-        except BaseException:  # cancelled or interrupted: commit what was paid, then re-raise
+            sent = await self._send(endpoint, planned, budget, tracker, spend)
+        except BaseException:  # cancelled or interrupted: commit what was paid, book it, re-raise
             if self.cache is not None:
                 with contextlib.suppress(Exception):
                     self.cache.flush()
+            with contextlib.suppress(Exception):
+                spend.book(hit_keys)
             raise
         tracker.emit(final=True)
         if self.cache is not None:
             await asyncio.to_thread(_finish_cache, self.cache)
-        if self.ledger is not None:
-            hit_models = matched.select("model").filter(hit_mask) if hits else matched.clear()
-            rows = ledger_rows(endpoint, context, hit_models, sent, price_table=self.prices.version)
-            await asyncio.to_thread(self.ledger.append, rows)
+        await asyncio.to_thread(spend.book, hit_keys)
         return _Outcome(frame, matched, hit_mask, sent, hits, budget, started)
+
+    def _run_spent(self, context: RunContext, budgeted: bool) -> float:
+        """What the run already spent (earlier calls, steps, step retries): the budget's start.
+
+        Crashed calls' spend journals are booked first. Ad hoc runs (no run id) count only the
+        calls that shared this context object.
+        """
+        if self.ledger is None:
+            return context.spent_usd
+        self.ledger.recover()
+        if not budgeted or context.run_id == RunContext().run_id:
+            return context.spent_usd
+        return max(context.spent_usd, self.ledger.run_spend(context.run_id))
 
     def _stats(self, outcome: _Outcome, ok: int) -> RunStats:
         stats = run_stats(
@@ -299,7 +313,12 @@ class Engine(BlockingCalls):
         return stats
 
     async def _send(
-        self, endpoint: Endpoint, planned: Planned, budget: BudgetGuard, tracker: ProgressTracker
+        self,
+        endpoint: Endpoint,
+        planned: Planned,
+        budget: BudgetGuard,
+        tracker: ProgressTracker,
+        spend: CallSpend,
     ) -> list[LLMResult]:
         n = len(planned.requests)
         if n == 0:
@@ -317,18 +336,17 @@ class Engine(BlockingCalls):
         async def worker(client: Client) -> None:
             for i in queue:
                 request = requests[i]
-                if abort:
-                    out[i] = LLMResult(
-                        request.key, "error", error=f"not sent: {abort[0]}", model=models[i]
-                    )
-                    continue
                 worst = planned.worst_usd[i]
-                if not budget.try_reserve(worst):
+                attempts = budget.attempts(worst)
+                error = client.unreachable or (f"not sent: {abort[0]}" if abort else None)
+                if error is None and not attempts.reserve():
                     error = BUDGET_ERROR.format(budget.max_cost_usd)
+                if error is not None:
                     out[i] = LLMResult(request.key, "error", error=error, model=models[i])
+                    spend.add(out[i])
                     continue
                 try:
-                    result = await client.call(request, texts[i])
+                    result = await client.call(request, texts[i], attempts)
                 except Exception as exc:  # a bug must cost one row, not the run
                     result = LLMResult(request.key, "error", error=f"internal error: {exc!r}")
                 result.model = models[i]
@@ -338,6 +356,8 @@ class Engine(BlockingCalls):
                         output_tokens=result.output_tokens,
                         cached_tokens=result.cached_input_tokens,
                     )
+                spend.add(result, result.uncertain_attempts * worst)  # journaled before cached
+                if result.status == "ok":
                     if cache is not None and result.response_text is not None:
                         cache.append(
                             planned.cache_keys[i],
@@ -347,7 +367,10 @@ class Engine(BlockingCalls):
                             result.input_tokens,
                             result.output_tokens,
                         )
-                budget.settle(worst, result.cost_usd + result.uncertain_attempts * worst)
+                if result.status == "ok":
+                    attempts.settle(result.cost_usd)
+                else:
+                    attempts.release()
                 out[i] = result
                 tracker.add(result)
                 if result.fatal and not abort:

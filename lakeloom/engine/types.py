@@ -22,6 +22,10 @@ class LLMRequest:
     body: dict[str, Any]
     prompt_tokens: int
     max_output_tokens: int = 0
+    input_keys: tuple[str, ...] = ()
+    """Embeddings batch: the request key of each input sent alone (the engine caches per input)."""
+    input_tokens: tuple[int, ...] = ()
+    """Embeddings batch: estimated tokens of each input (splits usage over the inputs)."""
 
     @property
     def reserved_tokens(self) -> int:
@@ -50,13 +54,27 @@ class LLMResult:
     cached_input_tokens: int = 0
     response_text: str | None = None
     fatal: bool = False
+    inputs_cached: bool = False
+    """An embeddings batch answer the engine already cached per input (see ``input_keys``)."""
 
 
 @dataclass(slots=True)
 class RunContext:
-    """Who is spending: recorded with every ledger row."""
+    """Who is spending: recorded with every ledger row, and how much the run spent so far.
+
+    ``partition`` is the run's one partition key (None when unpartitioned or when the run spans
+    several). A run over several partitions sets ``row_partitions`` (the partition key of each
+    input row, from the asset's partition column); the core then books each request to the
+    partitions of the rows it serves in ``request_partitions`` (request key -> {partition:
+    share}), so the ledger records spend per partition whatever the run shape.
+    ``spent_usd`` is what engine calls with this context spent (the budget's per-run memory when
+    no ledger can be read: ad hoc runs, ledger off).
+    """
 
     run_id: str = "adhoc"
     asset: str = ""
     partition: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    row_partitions: list[str | None] | None = None
+    request_partitions: dict[str, dict[str | None, float]] = field(default_factory=dict)
+    spent_usd: float = 0.0

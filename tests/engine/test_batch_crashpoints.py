@@ -5,7 +5,9 @@ with SIGKILL exactly there (``lakeloom.engine.crash``: no sleeps, no watcher rac
 
 - ``batch_created``: the batch exists at the provider, its job is not logged ``created``;
 - ``batch_ended``: the job is logged ``ended``, nothing downloaded;
-- ``batch_download``: the first 64 KiB of the output file received, the rest not.
+- ``batch_download``: the first 64 KiB of the output file received, the rest not;
+- ``batch_merged``: the answers are in the response cache and the job logged ``merged``, the
+  ledger not written (the spend journal, written before the cache, must book them).
 
 After each kill a rerun must give rows out = rows in with no duplicate keys, find the same batch
 again (for ``batch_created`` the orphan, by listing the provider's batches) instead of paying
@@ -36,6 +38,7 @@ LEFT = {  # what the killed run left in the job log, and whether the output was 
     "batch_created": (["uploaded"], 0),
     "batch_ended": (["uploaded", "created", "ended"], 0),
     "batch_download": (["uploaded", "created", "ended"], 1),
+    "batch_merged": (["uploaded", "created", "ended", "merged"], 1),
 }
 
 
@@ -87,7 +90,10 @@ def test_sigkill_at_a_batch_crash_point_then_rerun_pays_once(sim_engine, point):
     )
     res = rerun.run_bodies("chat.completions", chat_bodies(N, model="sim-priced")).results
     assert res.height == N and res["key"].n_unique() == N and (res["status"] == "ok").all()
-    assert [j.batch_id for j in rerun.jobs] == [orphan] and rerun.jobs[0].resumed
+    if point == "batch_merged":  # every answer in the cache already: nothing to resume
+        assert rerun.jobs == [] and res["from_cache"].all()
+    else:
+        assert [j.batch_id for j in rerun.jobs] == [orphan] and rerun.jobs[0].resumed
     batches, stats = _get(sim, "/stats/batches"), sim.stats()
     assert (batches["files_uploaded"], batches["batches_created"]) == (1, 1)  # nothing twice
     assert batches["lines_ok"] == N and stats["received"] == 0  # nothing went online
