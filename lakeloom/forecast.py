@@ -60,7 +60,7 @@ class AssetForecast:
             "mode": self.mode,
             "requests": fc["rows"],
             "requests_cached": fc["cache_hits"],
-            "requests_to_send": fc["to_send"],
+            "requests_to_send": fc["to_send"] if fc["requests"] is None else fc["requests"],
             "input_tokens": fc["input_tokens"],
             "input_basis": self.input_basis,
             "output_tokens": fc["output_tokens"],
@@ -228,7 +228,8 @@ def forecast_asset(
     fc = runner.forecast
     chosen = runner.mode
     if chosen == "auto":
-        chosen = "batch" if fc.to_send >= column.batch_min_requests else "online"
+        to_send = fc.to_send if fc.requests is None else fc.requests
+        chosen = "batch" if to_send >= column.batch_min_requests else "online"
     return AssetForecast(
         asset=assets_def.key.to_user_string(),
         partitions=list(partitions) if partitions is not None else None,

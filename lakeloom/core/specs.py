@@ -71,15 +71,28 @@ class EmbedSpec(_Spec):
         description="Wire format of the vectors: base64 float32 (compact and cheap to parse; "
         "OpenAI, Azure, vLLM, TEI, llama.cpp) or JSON floats for servers without base64.",
     )
+    long_text: Literal["error", "truncate", "chunk_mean"] = Field(
+        "error",
+        description="A text over the model's per-input token limit: 'error' (that row's error), "
+        "'truncate' (embed its first max_input_tokens tokens) or 'chunk_mean' (embed windows "
+        "of that size; the vector is the L2-normalized mean of theirs).",
+    )
 
     def fingerprint(self) -> dict[str, Any]:
-        """Column, model and width change the vectors; batch size and wire format do not."""
-        return {
+        """Column, model, width and long-text handling change the vectors; batching does not.
+
+        ``long_text`` joins the fingerprint only when it is not the default, so the code version
+        of every existing embedding asset stays what it was.
+        """
+        out: dict[str, Any] = {
             "kind": "embed",
             "column": self.column,
             "model": self.model,
             "dimensions": self.dimensions,
         }
+        if self.long_text != "error":
+            out["long_text"] = self.long_text
+        return out
 
     def validate_input(
         self, schema: Mapping[str, Any] | Iterable[str], where: str = "input"

@@ -220,6 +220,7 @@ class BatchRunner(BlockingCalls, EngineWrapper):
             with contextlib.suppress(Exception):
                 spend.book(hit_keys)
             raise
+        results = [*planned.rejected, *results]  # over a limit: the rows' errors, never sent
         await asyncio.to_thread(spend.book, hit_keys)
         return matched, hit_mask, results, budget.stopped
 

@@ -38,6 +38,8 @@ class Forecast:
     rpm: float | None
     tpm: float | None
     models: dict[str, int] = field(default_factory=dict)
+    requests: int | None = None
+    """Requests to send (``to_send`` counts rows: an embeddings batch holds many)."""
 
     def as_metadata(self) -> dict[str, Any]:
         """Flat values for logs and Dagster metadata."""
@@ -53,8 +55,11 @@ class Forecast:
             if self.duration_s is not None
             else "unknown (no rpm/tpm limits configured)"
         )
+        batched = ""
+        if self.requests is not None and self.requests != self.to_send:
+            batched = f" in {self.requests:,} requests"
         return (
-            f"{self.rows:,} rows: {self.cache_hits:,} cached, {self.to_send:,} to send · "
+            f"{self.rows:,} rows: {self.cache_hits:,} cached, {self.to_send:,} to send{batched} · "
             f"{self.input_tokens:,} input + ~{self.output_tokens:,} output tokens "
             f"({self.output_basis}) · online ${self.online_usd:,.4f} · batch "
             f"${self.batch_usd:,.4f} · duration {duration}"
@@ -71,6 +76,14 @@ def _history(engine: Engine, models: list[str]) -> dict[str, float]:
         return {}
     means = lf.group_by("model").agg(pl.col("output_tokens").mean().alias("m")).collect()
     return {m: float(v) for m, v in means.iter_rows() if v is not None}
+
+
+def _rows_per_request(frame: pl.DataFrame, given: Mapping[str, LLMRequest] | None) -> pl.Series:
+    """Rows each request of ``frame`` answers: its inputs for an embeddings batch, else 1."""
+    if not given:
+        return pl.Series("rows", [1] * frame.height, dtype=pl.Int64)
+    counts = [len(r.input_keys) or 1 if (r := given.get(k)) else 1 for k in frame["key"]]
+    return pl.Series("rows", counts, dtype=pl.Int64)
 
 
 def forecast(
@@ -120,10 +133,12 @@ def forecast(
     spans = [60.0 * n / rpm] if rpm else []
     if tpm:
         spans.append(60.0 * reserved / tpm)
+    rows = _rows_per_request(frame, given)  # an embeddings batch counts its inputs
     return Forecast(
-        rows=frame.height,
-        cache_hits=int(hit_mask.sum()),
-        to_send=n,
+        rows=int(rows.sum()),
+        cache_hits=int(rows.filter(hit_mask).sum()),
+        to_send=sum(len(r.input_keys) or 1 for r in planned.requests),
+        requests=n,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         output_basis=basis or ("none" if endpoint == "embeddings" else "history"),

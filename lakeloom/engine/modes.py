@@ -128,7 +128,9 @@ class ModeRunner(EngineWrapper):
         if self.mode != "auto":
             return self.mode
         assert self.forecast is not None
-        return "batch" if self.forecast.to_send >= self.batch_min_requests else "online"
+        fc = self.forecast  # requests, not rows: an embeddings batch holds many rows
+        to_send = fc.to_send if fc.requests is None else fc.requests
+        return "batch" if to_send >= self.batch_min_requests else "online"
 
     def run(
         self,

@@ -30,18 +30,31 @@ class ProgressSnapshot:
     tokens_per_s: float
     eta_s: float | None
     final: bool = False
+    rows_done: int | None = None
+    rows_total: int | None = None
 
     def message(self) -> str:
-        """One log line, e.g. ``1,200/5,000 requests (24%) · 310 req/s · 9.8k tok/s · ETA 12s``."""
+        """One log line, e.g. ``1,200/5,000 requests (24%) · 310 req/s · 9.8k tok/s · ETA 12s``.
+
+        When requests answer many rows (embedding batches) it counts rows:
+        ``1,200/5,000 rows (24%) in 10/40 requests · ...``.
+        """
         pct = 100.0 * self.done / self.total if self.total else 100.0
+        counted = f"{self.done:,}/{self.total:,} requests ({pct:.0f}%)"
+        if self.rows_total is not None and self.rows_done is not None:
+            share = 100.0 * self.rows_done / self.rows_total if self.rows_total else 100.0
+            counted = (
+                f"{self.rows_done:,}/{self.rows_total:,} rows ({share:.0f}%) in "
+                f"{self.done:,}/{self.total:,} requests"
+            )
         eta = (
             "done"
             if self.final
             else (f"ETA {self.eta_s:,.0f}s" if self.eta_s is not None else "ETA ?")
         )
         return (
-            f"{'finished' if self.final else 'progress'}: {self.done:,}/{self.total:,} requests "
-            f"({pct:.0f}%) · {self.req_per_s:,.0f} req/s · {self.tokens_per_s:,.0f} tok/s · "
+            f"{'finished' if self.final else 'progress'}: {counted}"
+            f" · {self.req_per_s:,.0f} req/s · {self.tokens_per_s:,.0f} tok/s · "
             f"{eta} · {self.errors:,} errors · {self.cache_hits:,} cache hits"
         )
 
@@ -76,10 +89,17 @@ class ProgressTracker:
         self.errors = 0
         self.tokens = 0
         self.started = time.perf_counter()
+        self.rows_total: int | None = None
+        self.rows_done = 0
 
-    def add(self, result: LLMResult) -> None:
-        """Count one finished request (called by the workers, so: cheap)."""
+    def count_rows(self, total: int, cached: int) -> None:
+        """Report rows, not requests: requests that answer several rows (embedding batches)."""
+        self.rows_total, self.rows_done = total, cached
+
+    def add(self, result: LLMResult, rows: int = 1) -> None:
+        """Count one finished request answering ``rows`` rows (called by the workers: cheap)."""
         self.sent_done += 1
+        self.rows_done += rows
         if result.status == "ok":
             self.ok += 1
         else:
@@ -104,6 +124,8 @@ class ProgressTracker:
             tokens_per_s=self.tokens / elapsed,
             eta_s=eta,
             final=final,
+            rows_done=self.rows_done if self.rows_total is not None else None,
+            rows_total=self.rows_total,
         )
 
     def emit(self, *, final: bool = False) -> None:

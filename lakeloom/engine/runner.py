@@ -26,6 +26,7 @@ import polars as pl
 from lakeloom.engine.cache import ResponseCache
 from lakeloom.engine.client import Client, ProviderConfig
 from lakeloom.engine.cost import BUDGET_ERROR, BudgetGuard, PriceTable
+from lakeloom.engine.embed_inputs import cache_inputs
 from lakeloom.engine.forecast import Forecast, forecast
 from lakeloom.engine.ledger import CallSpend, CostLedger
 from lakeloom.engine.limiter import RateLimiter, UnlimitedLimiter
@@ -272,6 +273,10 @@ class Engine(BlockingCalls):
             interval_s=self.progress_interval_s,
             cache_hits=hits,
         )
+        _track_rows(tracker, frame, hit_mask, misses, given)
+        for rejected in planned.rejected:  # over a limit: the row's error, nothing sent
+            tracker.add(rejected, _rows_of(given, rejected.key))
+            spend.add(rejected)
         try:
             sent = await self._send(endpoint, planned, budget, tracker, spend)
         except BaseException:  # cancelled or interrupted: commit what was paid, book it, re-raise
@@ -281,6 +286,7 @@ class Engine(BlockingCalls):
             with contextlib.suppress(Exception):
                 spend.book(hit_keys)
             raise
+        sent = [*planned.rejected, *sent]
         tracker.emit(final=True)
         if self.cache is not None:
             await asyncio.to_thread(_finish_cache, self.cache)
@@ -357,8 +363,12 @@ class Engine(BlockingCalls):
                         cached_tokens=result.cached_input_tokens,
                     )
                 spend.add(result, result.uncertain_attempts * worst)  # journaled before cached
-                if result.status == "ok":
-                    if cache is not None and result.response_text is not None:
+                ok = result.status == "ok"
+                if ok and cache is not None and result.response_text is not None:
+                    result.inputs_cached = request.input_keys != () and cache_inputs(
+                        cache, request, result, models[i], self.provider.cache_namespace
+                    )  # an embeddings batch: one entry per input (regrouping hits)
+                    if not result.inputs_cached:
                         cache.append(
                             planned.cache_keys[i],
                             models[i],
@@ -372,7 +382,7 @@ class Engine(BlockingCalls):
                 else:
                     attempts.release()
                 out[i] = result
-                tracker.add(result)
+                tracker.add(result, len(request.input_keys) or 1)
                 if result.fatal and not abort:
                     abort.append(result.error or "fatal provider error")
 
@@ -386,6 +396,27 @@ class Engine(BlockingCalls):
                 with contextlib.suppress(Exception):
                     await task
         return [r if r is not None else lost_result(requests[i].key) for i, r in enumerate(out)]
+
+
+def _rows_of(given: Mapping[str, LLMRequest] | None, key: str) -> int:
+    """Rows one request answers: the inputs of an embeddings batch, else 1."""
+    request = given.get(key) if given else None
+    return len(request.input_keys) or 1 if request is not None else 1
+
+
+def _track_rows(
+    tracker: ProgressTracker,
+    frame: pl.DataFrame,
+    hit_mask: pl.Series,
+    misses: pl.DataFrame,
+    given: Mapping[str, LLMRequest] | None,
+) -> None:
+    """Progress counts rows when some requests answer several (embedding batches)."""
+    if not given or not any(r.input_keys for r in given.values()):
+        return
+    hit_rows = sum(_rows_of(given, k) for k in frame["key"].filter(hit_mask).to_list())
+    total = hit_rows + sum(_rows_of(given, k) for k in misses["key"].to_list())
+    tracker.count_rows(total, hit_rows)
 
 
 def _default_limiter(provider: ProviderConfig, url: str | None) -> RateLimiter:

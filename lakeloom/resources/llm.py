@@ -72,6 +72,12 @@ class LLMResource(dg.ConfigurableResource):
     max_concurrency: int = Field(default=32, ge=1, le=4096, description="Requests in flight.")
     timeout_s: float = Field(default=60.0, gt=0, description="Per-attempt timeout, seconds.")
     max_attempts: int = Field(default=6, ge=1, le=50, description="Attempts per request.")
+    unreachable_after: int = Field(
+        default=20,
+        ge=1,
+        description="Consecutive connection failures after which the provider counts as down: "
+        "the rest of the run is not sent ('provider unreachable: not sent').",
+    )
     pool: str | None = Field(
         default=None,
         description="Dagster concurrency pool of the assets using this provider (checked at run "
@@ -99,6 +105,11 @@ class LLMResource(dg.ConfigurableResource):
     prices: dict[str, dict[str, float]] | None = Field(
         default=None, description="Price overrides, USD per 1M tokens: {model: {input, output}}."
     )
+    limits: dict[str, dict[str, int]] | None = Field(
+        default=None,
+        description="Per-model overrides of the bundled provider limits ('*' = every model): "
+        "context_window, max_output, max_inputs, max_input_tokens, max_request_tokens.",
+    )
 
     _checked: bool = PrivateAttr(default=False)
 
@@ -125,11 +136,13 @@ class LLMResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_concurrency=self.max_concurrency,
             max_attempts=self.max_attempts,
+            unreachable_after=self.unreachable_after,
             structured_output=self.structured_output,
             rpm=self.rpm,
             tpm=self.tpm,
             price_model=self.price_model,
             cache_namespace=self.cache_namespace,
+            limits=self.limits,
         )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

@@ -113,3 +113,13 @@ def test_forecast_counts_rows_not_requests(sim_resource):
     assert lines[0].startswith("forecast (online mode): 40 rows: 0 cached, 40 to send in ")
     assert lines[1].startswith("forecast (online mode): 100 rows: 40 cached, 60 to send in ")
     assert runner.forecast is not None and runner.forecast.rows == 100
+
+
+def test_progress_lines_count_rows_not_requests(sim_resource):
+    sim, resource = sim_resource(embedding_dim=16)
+    run_embed(tickets(0, 40), _spec(16), resource.engine())
+    before = sim.stats()["served"]
+    lines: list[str] = []
+    run_embed(tickets(0, 100), _spec(16), resource.engine(progress=lines.append))
+    requests = 40 + sim.stats()["served"] - before  # 40 cached rows answered alone + batches
+    assert lines[-1].startswith(f"finished: 100/100 rows (100%) in {requests}/{requests} requests")
