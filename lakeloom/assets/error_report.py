@@ -113,7 +113,10 @@ def _check_same_code_version(context: dg.AssetExecutionContext, asset_key: dg.As
     current = context.assets_def.code_versions_by_key.get(asset_key)
     if not current:
         return
-    wanted = set(context.partition_keys) if context.has_partition_key_range else {None}
+    partitioned = context.has_partition_key or context.has_partition_key_range
+    # only the run's own partitions: a single-partition run has no key *range*, and checking
+    # every partition failed a re-run over rows that another code version wrote elsewhere
+    wanted = set(context.partition_keys) if partitioned else {None}
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(
             asset_key=asset_key,

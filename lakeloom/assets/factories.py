@@ -42,6 +42,7 @@ from lakeloom.core.embed import run_embed
 from lakeloom.core.generate import run_generate
 from lakeloom.core.hashing import canonical_json
 from lakeloom.core.provenance import PROVENANCE_DESCRIPTIONS, PROVENANCE_SCHEMA, ColumnStats
+from lakeloom.core.row_keys import check_unique_keys
 from lakeloom.core.specs import EmbedSpec, GenerateSpec
 from lakeloom.engine.batch_api import BatchSettings
 from lakeloom.engine.modes import Mode, ModeRunner
@@ -51,7 +52,13 @@ from lakeloom.io_managers.partitions import dimensions
 DEFAULT_RETRY = dg.RetryPolicy(
     max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-"""Step retries: a rerun is cheap, the response cache answers everything already paid for."""
+"""Step retries for transient errors only: a rerun is cheap, the response cache answers
+everything already paid for. Deterministic errors (bad input or config, a prompt over the
+context window, a missing or wrong key) fail the step at once: see ``DETERMINISTIC``."""
+
+DETERMINISTIC: tuple[type[BaseException], ...] = (ValueError, TypeError, LookupError)
+"""Errors that a retry cannot fix (input, config, prompt/schema, context window, missing key,
+unknown model): they fail the step with their own message and are not retried."""
 
 
 def _declared_columns(metadata: Mapping) -> dict[str, str] | None:
@@ -108,6 +115,7 @@ def _stats_metadata(stats: ColumnStats, extra: Mapping[str, Any]) -> dict[str, A
         "latency_p95_s": dg.MetadataValue.float(stats.latency_p95_s or 0.0),
         "budget_exceeded": stats.budget_exceeded,
         "top_errors": dg.MetadataValue.json(stats.errors),
+        "top_reasons": dg.MetadataValue.json(stats.reasons),
     }
     md.update(extra)
     return md
@@ -131,6 +139,7 @@ def _build(
     validate: Callable[[Mapping[str, Any], str], None],
     extra_checks: Callable[[pl.DataFrame], list[dg.AssetCheckResult]],
     min_ok_ratio: float,
+    blocking: bool,
     retry_policy: dg.RetryPolicy | None,
     backfill_policy: dg.BackfillPolicy | None,
     io_manager_key: str,
@@ -145,6 +154,8 @@ def _build(
         validate(declared, f"source asset {source_key.to_user_string()}")
     dims = dimensions(partitions, source_meta) if partitions is not None else ()
     keep = _keep(keep_key, [d.column for d in dims])
+    row_key = [keep_key] if isinstance(keep_key, str) else list(keep_key)
+    partition_columns = [d.column for d in dims if d.column not in row_key]
     if declared is not None:
         missing = [c for c in keep if c not in declared and c not in {d.column for d in dims}]
         if missing:
@@ -186,7 +197,9 @@ def _build(
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         resource = getattr(context.resources, resource_key)
         try:  # bad input or config: fail before any request, and do not retry the step
-            validate(upstream.schema, f"upstream asset {source_key.to_user_string()}")
+            where = f"upstream asset {source_key.to_user_string()}"
+            validate(upstream.schema, where)
+            check_unique_keys(upstream, row_key, where=where, unique_within=partition_columns)
             if hasattr(resource, "check_pool"):
                 resource.check_pool(pool_name, asset=asset_key.to_user_string())
         except ValueError as exc:
@@ -216,9 +229,21 @@ def _build(
             )
             return runners[-1]
 
-        frame, stats, extra = compute(
-            resource, rerun.to_send if rerun else upstream, keep, run, context.log.info, runner_for
-        )
+        try:
+            frame, stats, extra = compute(
+                resource,
+                rerun.to_send if rerun else upstream,
+                keep,
+                run,
+                context.log.info,
+                runner_for,
+                supersedes=rerun.supersedes if rerun else None,
+                label_columns=row_key,
+            )
+        except DETERMINISTIC as exc:  # a retry would fail the same way: say why, once
+            raise dg.Failure(
+                description=f"{asset_key.to_user_string()}: {exc}", allow_retries=False
+            ) from exc
         if runners:
             extra = extra | runners[-1].metadata()
         if dry_run:  # forecast only: nothing was sent, nothing is materialized
@@ -235,14 +260,20 @@ def _build(
             partition_columns=[d.column for d in dims],
             only_failed=config.only_failed,
         )
+        reasons = checks.top_reasons(frame)
+        stats.reasons = {r.reason: r.rows for r in reasons}
         context.log.info(
             f"{asset_key.to_user_string()}: {stats.rows_ok} ok, {stats.rows_error} error, "
             f"{stats.rows_skipped} skipped; {stats.requests} requests ({stats.cache_hits} "
             f"cached, {stats.repairs} repairs); ${stats.cost_usd:.4f}"
+            + (f"; top reasons: {checks.reasons_text(reasons)}" if reasons else "")
         )
         yield dg.Output(frame, metadata=_stats_metadata(stats, extra))
-        yield checks.check_ok_ratio(frame, min_ok_ratio)
+        ok_ratio = checks.check_ok_ratio(frame, min_ok_ratio, reasons=reasons)
+        yield ok_ratio
         yield from extra_checks(frame)
+        if blocking and not ok_ratio.passed:  # name the cause in the step's own failure
+            raise checks.blocking_failure(asset_key, ok_ratio, reasons)
 
     return attach(_asset, dataclasses.replace(column, source_key=source_key, keep=tuple(keep)))
 
@@ -270,6 +301,7 @@ def embedding_asset(
     dimensions: int | None = None,
     batch_size: int = 128,
     encoding_format: Literal["base64", "float"] = "base64",
+    long_text: Literal["error", "truncate", "chunk_mean"] = "error",
     resource_key: str = "embedder",
     pool: str | None = None,
     partitions_def: dg.PartitionsDefinition | None = None,
@@ -293,7 +325,9 @@ def embedding_asset(
     ``llm-<resource_key>``; ``backfill_policy`` defaults to one run for any number of partitions.
     ``mode`` is ``online``, ``batch`` (OpenAI Batch API, half price, up to 24 h) or ``auto`` (batch
     when at least ``batch_min_requests`` requests miss the cache; needs ``batch_max_wait_s``);
-    see :mod:`lakeloom.assets.backfill` for run tags and dry runs.
+    see :mod:`lakeloom.assets.backfill` for run tags and dry runs. A text over the model's
+    per-input token limit is that row's error unless ``long_text`` is ``truncate`` or
+    ``chunk_mean``; embeddings are cached per text, so any regrouping is answered from the cache.
 
     Examples:
         >>> vectors = embedding_asset(  # doctest: +SKIP
@@ -307,6 +341,7 @@ def embedding_asset(
         dimensions=dimensions,
         batch_size=batch_size,
         encoding_format=encoding_format,
+        long_text=long_text,
     )
     width = f"list<float32>[{dimensions}]" if dimensions else "list<float32>"
     column = column_settings(
@@ -326,6 +361,8 @@ def embedding_asset(
         run: RunContext,
         log: Any,
         runner_for: Callable[[Any], Any] = lambda engine: engine,
+        supersedes: Sequence[str | None] | None = None,
+        label_columns: Sequence[str] | None = None,
     ):
         engine = runner_for(resource.engine(progress=log))
         frame, stats = run_embed(upstream, spec, engine, keep=keep, context=run)
@@ -354,6 +391,7 @@ def embedding_asset(
         validate=validate,
         extra_checks=lambda df: [checks.check_embedding_width(df, output_column, dimensions)],
         min_ok_ratio=min_ok_ratio,
+        blocking=blocking,
         retry_policy=retry_policy,
         backfill_policy=backfill_policy or dg.BackfillPolicy.single_run(),
         io_manager_key=io_manager_key,
@@ -437,11 +475,20 @@ def generated_asset(
         run: RunContext,
         log: Any,
         runner_for: Callable[[Any], Any] = lambda engine: engine,
+        supersedes: Sequence[str | None] | None = None,
+        label_columns: Sequence[str] | None = None,
     ):
         engine = runner_for(resource.engine(progress=log))
         mode = resource.structured_output
         frame, stats = run_generate(
-            upstream, spec, engine, keep=keep, structured_output=mode, context=run
+            upstream,
+            spec,
+            engine,
+            keep=keep,
+            structured_output=mode,
+            context=run,
+            supersedes=supersedes,
+            label_columns=label_columns,
         )
         return (
             frame,
@@ -479,6 +526,7 @@ def generated_asset(
         validate=validate,
         extra_checks=extra,
         min_ok_ratio=min_ok_ratio,
+        blocking=blocking,
         retry_policy=retry_policy,
         backfill_policy=backfill_policy or dg.BackfillPolicy.single_run(),
         io_manager_key=io_manager_key,

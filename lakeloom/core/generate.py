@@ -7,6 +7,13 @@ budget, retries), validate each answer with Pydantic, and re-ask the failures wi
 validation error appended — a new request with its own key, at most ``max_repairs`` times. What
 still fails is a row with ``_status='error'`` and the reason. Every attempt's tokens and cost are
 charged to its row.
+
+A re-run of failed rows (``supersedes``: the stored ``_request_hash`` of each failed row) asks
+again instead of replaying the invalid answer and its repair chain from the cache: those rows'
+requests get keys of their own (:func:`rerun_key`: the request key scoped by the hash it
+supersedes), so the cache misses, the provider answers afresh, and the new answer is cached
+under the new key. A step retry of the same re-run computes the same keys (nothing is paid
+twice); the row records the new key in ``_request_hash`` and the old one in ``_supersedes``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from lakeloom.core.provenance import (
     check_keep,
     run_requests,
 )
+from lakeloom.core.row_keys import row_labels
 from lakeloom.core.schema import OutputSchema, inline_refs
 from lakeloom.core.specs import GenerateSpec, StructuredOutput
 from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
@@ -75,17 +83,31 @@ def _body(spec: GenerateSpec, mode: StructuredOutput, messages: list[dict[str, s
     return body
 
 
-def _requests(bodies: list[dict[str, Any]], max_tokens: int) -> list[LLMRequest]:
+def rerun_key(key: str, supersedes: str | None) -> str:
+    """The key of a request asked again to supersede a cached answer (``key`` when not).
+
+    A different key for the same body: the cache misses, the provider is asked again, and the
+    answer is cached beside (never over) the one it supersedes.
+    """
+    if not supersedes:
+        return key
+    return request_key("rerun", {"key": key, "supersedes": supersedes})
+
+
+def _requests(
+    bodies: list[dict[str, Any]], max_tokens: int, salts: Sequence[str | None] | None = None
+) -> list[LLMRequest]:
     """Keyed requests; the engine counts their prompt tokens when it plans the misses."""
+    salts = salts or [None] * len(bodies)
     return [
         LLMRequest(
-            key=request_key(ENDPOINT, body),
+            key=rerun_key(request_key(ENDPOINT, body), salt),
             endpoint=ENDPOINT,
             body=body,
             prompt_tokens=0,
             max_output_tokens=max_tokens,
         )
-        for body in bodies
+        for body, salt in zip(bodies, salts, strict=True)
     ]
 
 
@@ -129,11 +151,23 @@ def _repair_messages(
 class _Pending:
     """One distinct prompt in flight: its conversation so far and the rows it serves."""
 
-    __slots__ = ("messages", "rows", "tries", "in_tokens", "out_tokens", "cost", "last_error")
+    __slots__ = (
+        "messages",
+        "rows",
+        "tries",
+        "in_tokens",
+        "out_tokens",
+        "cost",
+        "last_error",
+        "supersedes",
+    )
 
-    def __init__(self, messages: list[dict[str, str]], rows: list[int]) -> None:
+    def __init__(
+        self, messages: list[dict[str, str]], rows: list[int], supersedes: str | None = None
+    ) -> None:
         self.messages = messages
         self.rows = rows
+        self.supersedes = supersedes
         self.tries = 0
         self.in_tokens = 0
         self.out_tokens = 0
@@ -149,11 +183,16 @@ def run_generate(
     keep: Sequence[str] | None = None,
     structured_output: StructuredOutput | None = None,
     context: RunContext | None = None,
+    supersedes: Sequence[str | None] | None = None,
+    label_columns: Sequence[str] | None = None,
 ) -> tuple[pl.DataFrame, ColumnStats]:
     """Generate ``spec.output_column`` for every row; return the frame and the run's stats.
 
     ``keep`` names the input columns to carry over (keys, partition columns); ``None`` keeps all.
     ``structured_output`` defaults to the engine's declared provider capability.
+    ``supersedes`` (one per row, from a re-run of failed rows) is the stored ``_request_hash``
+    of a failed row: that row is asked again rather than answered from the cache.
+    ``label_columns`` name a row in errors (``ticket_id=B9``; default: ``keep``).
     """
     spec.validate_input(df.schema, where="input frame")
     check_keep(df.columns, keep, "input frame")
@@ -170,27 +209,36 @@ def run_generate(
     prompts, skips = rendered["p"].to_list(), rendered["s"].to_list()
     system = system_message(spec, mode)
     pending: dict[str, _Pending] = {}
-    by_prompt: dict[str, _Pending] = {}
-    for i, (prompt, skip) in enumerate(zip(prompts, skips, strict=True)):
+    by_prompt: dict[tuple[str, str | None], _Pending] = {}
+    olds = list(supersedes) if supersedes is not None else [None] * n
+    labels = row_labels(df, label_columns if label_columns is not None else keep)
+    for i, (prompt, skip, old) in enumerate(zip(prompts, skips, olds, strict=True)):
         if skip is not None:
             ledger.status[i], ledger.error[i] = "skipped", skip
             continue
-        item = by_prompt.get(prompt)
+        item = by_prompt.get((prompt, old))
         if item is None:
             messages = [{"role": "user", "content": prompt}]
             if system:
                 messages.insert(0, {"role": "system", "content": system})
-            item = by_prompt[prompt] = _Pending(messages, [])
+            item = by_prompt[(prompt, old)] = _Pending(messages, [], old)
         item.rows.append(i)
+        ledger.supersedes[i] = old
 
     queue = list(by_prompt.values())
     for round_no in range(spec.max_repairs + 1):
         if not queue:
             break
-        requests = _requests([_body(spec, mode, p.messages) for p in queue], spec.max_tokens)
+        requests = _requests(
+            [_body(spec, mode, p.messages) for p in queue],
+            spec.max_tokens,
+            [p.supersedes for p in queue],
+        )
         pending = {req.key: p for req, p in zip(requests, queue, strict=True)}
         _book_partitions(context, pending)
-        results = run_requests(engine, requests, context, stats)
+        results = run_requests(
+            engine, requests, context, stats, labels=_request_labels(queue, labels)
+        )
         if round_no:
             stats.repairs += len(requests)
         queue = []
@@ -244,6 +292,17 @@ def _book_partitions(context: RunContext, pending: dict[str, _Pending]) -> None:
     if rows:
         for key, item in pending.items():
             context.request_partitions[key] = {rows[item.rows[0]]: 1.0}
+
+
+def _request_labels(queue: list[_Pending], labels: list[str] | None) -> list[str] | None:
+    """What names each request's rows in an error: its first row's key (+ identical rows)."""
+    if labels is None:
+        return None
+    out = []
+    for item in queue:
+        more = len(item.rows) - 1
+        out.append(labels[item.rows[0]] + (f" (+{more} identical rows)" if more else ""))
+    return out
 
 
 def _settle(

@@ -1,8 +1,10 @@
 """The per-row ledger: provenance columns, their fixed types, and run statistics.
 
 Every column transformation returns exactly one output row per input row, in input order, with
-``_status`` (ok / error / skipped), ``_error``, ``_request_hash``, ``_model``, ``_input_tokens``,
-``_output_tokens``, ``_cost_usd`` and ``_attempts`` (requests spent on the row: 1 + repairs).
+``_status`` (ok / error / skipped), ``_error``, ``_reason`` (a stable class of the error, see
+:mod:`lakeloom.core.reasons`: what ``GROUP BY`` counts), ``_request_hash``, ``_model``,
+``_input_tokens``, ``_output_tokens``, ``_cost_usd``, ``_attempts`` (requests spent on the row:
+1 + repairs) and ``_supersedes`` (set by a re-run that asked again for a failed row).
 The types are fixed here, not inferred, so a partition that failed entirely still writes the
 same Delta schema as a healthy one.
 """
@@ -16,23 +18,29 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from lakeloom.core.reasons import reason_classes
 from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
 
 PROVENANCE_SCHEMA: dict[str, pl.DataType] = {
     "_status": pl.String(),
     "_error": pl.String(),
+    "_reason": pl.String(),
     "_request_hash": pl.String(),
     "_model": pl.String(),
     "_input_tokens": pl.Int64(),
     "_output_tokens": pl.Int64(),
     "_cost_usd": pl.Float64(),
     "_attempts": pl.Int32(),
+    "_supersedes": pl.String(),
 }
 """Provenance columns and their dtypes, in output order."""
 
 PROVENANCE_DESCRIPTIONS: dict[str, str] = {
     "_status": "ok, error (see _error) or skipped (input null/blank); no row is ever dropped",
     "_error": "why the row is error or skipped (null when ok)",
+    "_reason": "stable class of _error for GROUP BY (null when ok): invalid_output, http_401, "
+    "http_4xx, http_5xx, rate_limited, timeout, over_context, not_sent_budget, "
+    "provider_unreachable, skipped_null, ... (see lakeloom.core.reasons)",
     "_request_hash": "key of the request whose response produced the value (cache key)",
     "_model": "model that answered",
     "_input_tokens": "prompt tokens of the request(s) behind this row, repairs included (a shared "
@@ -41,6 +49,8 @@ PROVENANCE_DESCRIPTIONS: dict[str, str] = {
     "_cost_usd": "USD this run paid for this row, repairs included (0 for cache hits)",
     "_attempts": "requests made for this row: 1 + repairs (0 when skipped or when an identical "
     "input in the same frame was answered for it)",
+    "_supersedes": "set when an only_failed re-run asked again for this failed row: the "
+    "_request_hash of the stored (cached) answer it superseded; null otherwise",
 }
 
 
@@ -68,8 +78,13 @@ def run_requests(
     requests: Sequence[LLMRequest],
     context: RunContext | None,
     stats: ColumnStats,
+    *,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, LLMResult]:
     """Send one round of requests through ``engine``; results by request key.
+
+    ``labels`` (one per request: the key of the row(s) it serves, ``ticket_id=B9``) replace
+    request positions in the engine's input errors, so the error names the row.
 
     Rounds share one budget, the run's: pass the same ``context`` to every round and the
     engine starts each from what the run already spent (earlier rounds with their uncertain
@@ -78,7 +93,13 @@ def run_requests(
     """
     if not requests:
         return {}
-    out = engine.run(requests, context=context)
+    try:
+        out = engine.run(requests, context=context)
+    except ValueError as exc:
+        named = _labelled(exc, labels)
+        if named is exc:
+            raise
+        raise named from exc
     results = {r.key: r for r in out}
     stats.add_run(list(results.values()), getattr(out, "stats", None))
     for request in requests:
@@ -87,6 +108,22 @@ def run_requests(
                 key=request.key, status="error", error="the engine returned no result"
             )
     return results
+
+
+def _labelled(exc: ValueError, labels: Sequence[str] | None) -> ValueError:
+    """The engine's input error with request positions (``rows``) replaced by row labels."""
+    rows = getattr(exc, "rows", None)
+    detail = getattr(exc, "detail", None)
+    if not labels or not rows or detail is None:
+        return exc
+    named = [labels[r] for r in rows if 0 <= r < len(labels)]
+    if not named:
+        return exc
+    shown = "; ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+    try:
+        return type(exc)(f"{detail} ({shown})")
+    except TypeError:  # an error class with another constructor: keep it
+        return exc
 
 
 @dataclass(slots=True)
@@ -102,6 +139,7 @@ class RowLedger:
     output_tokens: list[int] = field(init=False)
     cost_usd: list[float] = field(init=False)
     attempts: list[int] = field(init=False)
+    supersedes: list[str | None] = field(init=False)
 
     def __post_init__(self) -> None:
         self.status = [None] * self.n
@@ -112,6 +150,7 @@ class RowLedger:
         self.output_tokens = [0] * self.n
         self.cost_usd = [0.0] * self.n
         self.attempts = [0] * self.n
+        self.supersedes = [None] * self.n
 
     def frame(self) -> pl.DataFrame:
         """Build the provenance columns with their fixed dtypes."""
@@ -120,12 +159,14 @@ class RowLedger:
             {
                 "_status": self.status,
                 "_error": self.error,
+                "_reason": reason_classes(self.status, self.error),
                 "_request_hash": self.request_hash,
                 "_model": self.model,
                 "_input_tokens": self.input_tokens,
                 "_output_tokens": self.output_tokens,
                 "_cost_usd": self.cost_usd,
                 "_attempts": self.attempts,
+                "_supersedes": self.supersedes,
             },
             schema=PROVENANCE_SCHEMA,
         )
@@ -151,6 +192,7 @@ class ColumnStats:
     latency_p95_s: float | None = None
     budget_exceeded: bool = False
     errors: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
 
     def add_run(self, results: Sequence[LLMResult], engine_stats: Any | None) -> None:
         """Count one engine run: requests, cache hits, tokens and cost; retries/429s if known."""
@@ -177,6 +219,7 @@ class ColumnStats:
                 head = error.split(":", 1)[0][:80]
                 reasons[head] = reasons.get(head, 0) + 1
         self.errors = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:10])
+        self.reasons = count_reasons(ledger.status, ledger.error)
         if latencies:
             ordered = sorted(latencies)
             self.latency_p50_s = _quantile(ordered, 0.50)
@@ -193,6 +236,16 @@ class ColumnStats:
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for metadata and logs)."""
         return asdict(self)
+
+
+def count_reasons(statuses: Sequence[str | None], errors: Sequence[str | None]) -> dict[str, int]:
+    """Rows per reason class of the error rows, most frequent first (ties by name)."""
+    counts: dict[str, int] = {}
+    classes = reason_classes(statuses, errors)
+    for status, reason in zip(statuses, classes, strict=True):
+        if status == "error" and reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:

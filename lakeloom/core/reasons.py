@@ -107,12 +107,16 @@ def reason_classes(
 
 def reason_expr(status: str = "_status", error: str = "_error") -> pl.Expr:
     """A polars expression computing ``_reason`` from the status and error columns."""
-    return pl.struct(status, error).map_batches(
-        lambda s: pl.Series(
-            reason_classes(s.struct.field(status), s.struct.field(error)), dtype=pl.String
-        ),
-        return_dtype=pl.String,
-    ).alias("_reason")
+    return (
+        pl.struct(status, error)
+        .map_batches(
+            lambda s: pl.Series(
+                reason_classes(s.struct.field(status), s.struct.field(error)), dtype=pl.String
+            ),
+            return_dtype=pl.String,
+        )
+        .alias("_reason")
+    )
 
 
 def is_transient(reasons: Iterable[str | None]) -> bool:

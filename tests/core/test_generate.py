@@ -182,3 +182,52 @@ def test_budget_holds_across_repair_rounds(sim_resource):
     assert abs(float(out["_cost_usd"].sum()) - stats.cost_usd) < 1e-9
     assert out["_error"].str.contains("budget exceeded").any()
     assert sim.stats()["served"] == stats.requests - out["_error"].str.contains("not sent").sum()
+
+
+def test_engine_input_errors_name_rows_by_key_not_position(sim_resource):
+    """Issue 17.6: 'rows 0, 1' were positions in the round's request list."""
+    sim, resource = sim_resource()
+    df = pl.DataFrame({"ticket_id": ["B9", "C1", "B9x"], "text": ["late", "lost", "late"]})
+    with pytest.raises(ValueError, match="no-such-model") as caught:
+        generate_column(
+            df, "{text}", str, engine=resource.engine(), model="no-such-model", keep=["ticket_id"]
+        )
+    message = str(caught.value)
+    assert "ticket_id=B9 (+1 identical rows)" in message and "ticket_id=C1" in message
+    assert "rows 0" not in message and "row 0" not in message
+    assert sim.stats()["served"] == 0
+
+
+def test_reason_class_beside_every_error(sim_resource):
+    _, resource = sim_resource(malformed_rate=1.0)
+    df = pl.DataFrame({"id": [1, 2, 3], "text": ["a", None, "c"]})
+    out = generate_column(
+        df, "{text}", Label, engine=resource.engine(), model="sim-chat", max_repairs=0
+    )
+    assert out.columns.index("_reason") == out.columns.index("_error") + 1
+    assert out["_reason"].to_list() == ["invalid_output", "skipped_null", "invalid_output"]
+
+
+def test_superseding_a_cached_invalid_answer_asks_again(sim_resource):
+    """Issue 17.1 in the core: the cache replays an invalid answer to the same request; a row
+    that supersedes it is asked again under a key of its own."""
+    spec = GenerateSpec(prompt="Review: {text}", output=Label, model="sim-chat", max_repairs=1)
+    _, broken = sim_resource(malformed_rate=1.0, resource_cache_namespace="one-provider")
+    first, _ = run_generate(reviews(5), spec, broken.engine(), keep=["id"])
+    assert set(first["_reason"]) == {"invalid_output"}
+    healthy_sim, healthy = sim_resource(resource_cache_namespace="one-provider")
+    replay, _ = run_generate(reviews(5), spec, healthy.engine(), keep=["id"])
+    assert healthy_sim.stats()["served"] == 0 and set(replay["_status"]) == {"error"}
+    old = first["_request_hash"].to_list()
+    again, stats = run_generate(
+        reviews(5), spec, healthy.engine(), keep=["id"], supersedes=[*old[:4], None]
+    )
+    assert again["_status"].to_list() == ["ok"] * 4 + ["error"]  # the last was not superseded
+    assert healthy_sim.stats()["served"] == 4 == stats.requests - stats.cache_hits
+    assert again["_supersedes"].to_list() == [*old[:4], None]
+    assert not set(again["_request_hash"][:4]) & set(old)
+    retried, _ = run_generate(  # a step retry of the same re-run: answered from the cache
+        reviews(5), spec, healthy.engine(), keep=["id"], supersedes=[*old[:4], None]
+    )
+    assert healthy_sim.stats()["served"] == 4
+    assert retried["output"].to_list()[:4] == again["output"].to_list()[:4]

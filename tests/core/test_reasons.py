@@ -11,12 +11,22 @@ CASES = [
     ("skipped", "null in column 'text'", "skipped_null"),
     ("skipped", "empty value in column 'text'", "skipped_empty"),
     ("skipped", "empty text in column 'text'", "skipped_empty"),
-    ("error", "invalid output after 3 attempts: (root): Invalid JSON: EOF while parsing a string "
-     "at line 1 column 57", "invalid_output"),
-    ("error", "invalid output after 1 attempt: sentiment: Input should be 'positive'",
-     "invalid_output"),
-    ("error", "invalid output after 2 attempts: answer cut off at max_tokens=8 ((root): EOF)",
-     "cut_off"),
+    (
+        "error",
+        "invalid output after 3 attempts: (root): Invalid JSON: EOF while parsing a string "
+        "at line 1 column 57",
+        "invalid_output",
+    ),
+    (
+        "error",
+        "invalid output after 1 attempt: sentiment: Input should be 'positive'",
+        "invalid_output",
+    ),
+    (
+        "error",
+        "invalid output after 2 attempts: answer cut off at max_tokens=8 ((root): EOF)",
+        "cut_off",
+    ),
     ("error", "invalid output after 1 attempt: refusal: I can't help with that", "refusal"),
     ("error", "HTTP 401: Incorrect API key provided", "http_401"),
     ("error", "not sent: HTTP 401: Incorrect API key provided", "http_401"),
@@ -35,8 +45,11 @@ CASES = [
     ("error", "budget exceeded: not sent (max_cost_usd=0.0100)", "not_sent_budget"),
     ("error", "dry run: not sent", "not_sent_dry_run"),
     ("error", "provider unreachable: not sent", "provider_unreachable"),
-    ("error", "connection error: Cannot connect to host 127.0.0.1:9 after 6 attempts",
-     "provider_unreachable"),
+    (
+        "error",
+        "connection error: Cannot connect to host 127.0.0.1:9 after 6 attempts",
+        "provider_unreachable",
+    ),
     ("error", "limiter unavailable: redis down", "limiter_unavailable"),
     ("error", "malformed JSON body (123 bytes) after 3 attempts", "malformed_response"),
     ("error", "response has no 'choices'", "malformed_response"),
