@@ -12,6 +12,8 @@ import urllib.request
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lakeloom.engine.batch_api import BatchRunner, BatchSettings
 from lakeloom.engine.batch_files import jsonl_lines, parse_file
@@ -61,6 +63,24 @@ def test_parse_file_keeps_an_answer_that_holds_a_raw_line_separator(ch):
     assert list(out) == ["k1"]
     assert out["k1"].body is not None and out["k1"].error is None
     assert out["k1"].body["choices"][0]["message"]["content"] == f"x{ch}y"
+
+
+UTF8_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)  # no lone surrogates
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(UTF8_TEXT, min_size=1, max_size=6), st.booleans())
+def test_parse_file_round_trips_any_answer_text(texts, crlf):
+    """Whatever UTF-8 text an answer holds (U+2028, NUL, emoji, RTL, blanks), its line survives."""
+    lines = []
+    for i, text in enumerate(texts):
+        body = {"object": "chat.completion", "choices": [{"message": {"content": text}}]}
+        line = {"custom_id": f"k{i}", "response": {"status_code": 200, "body": body}}
+        lines.append(json.dumps(line, ensure_ascii=False))
+    out = parse_file("chat.completions", ("\r\n" if crlf else "\n").join(lines) + "\n")
+    assert sorted(out) == sorted(f"k{i}" for i in range(len(texts)))
+    got = [out[f"k{i}"].body["choices"][0]["message"]["content"] for i in range(len(texts))]
+    assert got == texts
 
 
 def test_batch_answers_with_raw_line_separators_all_come_from_the_batch(sim_engine):
