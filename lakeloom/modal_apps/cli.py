@@ -13,8 +13,15 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from lakeloom.modal_apps.config import ModalConfigError, TEIConfig, TrainConfig, VLLMConfig
+from lakeloom.modal_apps.config import (
+    ModalConfigError,
+    ServingConfig,
+    TEIConfig,
+    TrainConfig,
+    VLLMConfig,
+)
 from lakeloom.modal_apps.credentials import ModalCredentialsError, credentials_source
+from lakeloom.storage.redact import redact_text, redact_url
 
 APPS: dict[str, tuple[str, type[TEIConfig] | type[VLLMConfig] | type[TrainConfig]]] = {
     "tei": ("lakeloom.modal_apps.tei", TEIConfig),
@@ -51,7 +58,22 @@ def deploy_argv(app: str, env: str | None) -> list[str]:
 def _settings(app: str) -> str:
     cfg = APPS[app][1].from_env()
     fields = cfg.model_dump(exclude={"extra_args"})
-    return ", ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, [], ""))
+    text = ", ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, [], ""))
+    return redact_text(text)  # an image override may name a registry with user:password@
+
+
+def _auth(app: str) -> str | None:
+    """The serving app's auth, or what to set when it has none (None for the train app)."""
+    cfg = APPS[app][1].from_env()
+    if not isinstance(cfg, ServingConfig):
+        return None
+    if cfg.auth != "none":
+        return cfg.auth + (" (WARNING: anyone with the URL can call it)" if cfg.public else "")
+    try:
+        cfg.check_auth()
+    except ModalConfigError as exc:
+        return f"MISSING: {exc}"
+    return cfg.auth
 
 
 def deploy_command(
@@ -60,6 +82,9 @@ def deploy_command(
     """Deploy one app; exit 2 with what to set when credentials or settings are missing."""
     try:
         settings = _settings(args.app)
+        cfg = APPS[args.app][1].from_env()
+        if isinstance(cfg, ServingConfig):
+            cfg.check_auth()  # no key, no proxy auth, not public on purpose: deploy nothing
         importlib.import_module(APPS[args.app][0])  # image/GPU errors surface here, offline
     except ModalConfigError as exc:
         print(f"lakeloom modal deploy: {exc}", file=sys.stderr)
@@ -84,10 +109,13 @@ def status_command(args: argparse.Namespace) -> int:
     for app in APPS:
         try:
             print(f"{app}: {_settings(app)}")
+            auth = _auth(app)
         except ModalConfigError as exc:
             print(f"{app}: {exc}")
             failed = True
             continue
+        if auth is not None:
+            print(f"  auth: {auth}")
         if args.offline or source is None:
             continue
         print(f"  deployment: {_probe(app, args.env)}")
@@ -103,10 +131,10 @@ def _probe(app: str, env: str | None) -> str:
     fn = modal.Function.from_name(name, PROBE_FUNCTION[app], environment_name=env)
     try:
         if PROBE_FUNCTION[app] == "serve":
-            return f"deployed at {fn.get_web_url()}"
+            return f"deployed at {redact_url(fn.get_web_url() or '')}"
         fn.hydrate()
         return "deployed"
     except modal.exception.NotFoundError:
         return f"not deployed (lakeloom modal deploy {app})"
     except modal.exception.AuthError as exc:
-        return f"credentials rejected: {exc}"
+        return f"credentials rejected: {redact_text(str(exc))}"

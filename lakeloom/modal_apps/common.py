@@ -51,8 +51,10 @@ def function_env(config: ServingConfig) -> dict[str, str]:
 def serving_function_options(config: ServingConfig) -> dict[str, Any]:
     """Return the ``app.function`` keyword arguments of a serving app: GPU, cache, autoscaling.
 
-    A plain function so tests can check that every setting reaches Modal.
+    A plain function so tests can check that every setting reaches Modal. Refuses (naming the
+    settings) an app with neither an API key nor proxy auth unless it is ``public`` on purpose.
     """
+    config.check_auth()
     return {
         "gpu": config.gpu,
         "volumes": {CACHE_DIR: cache_volume(config)},
@@ -65,22 +67,49 @@ def serving_function_options(config: ServingConfig) -> dict[str, Any]:
     }
 
 
-def server_env(environ: Mapping[str, str], api_key_target: str) -> dict[str, str]:
+def web_server_options(config: ServingConfig) -> dict[str, Any]:
+    """Return the ``modal.web_server`` keyword arguments: port, startup wait, proxy auth."""
+    return {
+        "port": config.port,
+        "startup_timeout": config.startup_timeout,
+        "requires_proxy_auth": config.proxy_auth,
+    }
+
+
+class MissingServingKeyError(RuntimeError):
+    """The app was deployed to require an API key, but its Secret does not hold one."""
+
+
+def server_env(
+    environ: Mapping[str, str], api_key_target: str, *, require_key: str | None = None
+) -> dict[str, str]:
     """Return the server process's env: the container's, with the serving API key renamed.
 
     The key goes under the name the server reads (``API_KEY`` for TEI, ``VLLM_API_KEY`` for
-    vLLM), so it never appears in the process's argv.
+    vLLM), so it never appears in the process's argv. ``require_key`` (the Secret's name):
+    fail instead of starting an open server when the Secret lacks the key.
     """
     env = dict(environ)
     key = env.pop(API_KEY_VAR, None)
     if key:
         env[api_key_target] = key
+    elif require_key:
+        raise MissingServingKeyError(
+            f"Modal Secret {require_key!r} holds no {API_KEY_VAR}: refusing to start the "
+            "server without the API key it was deployed to require"
+        )
     return env
 
 
 def launch_server(
-    command: Sequence[str], api_key_target: str, environ: Mapping[str, str] | None = None
+    command: Sequence[str],
+    api_key_target: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_key: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``command`` in the background; Modal's ``web_server`` waits for its port."""
-    env = server_env(os.environ if environ is None else environ, api_key_target)
+    env = server_env(
+        os.environ if environ is None else environ, api_key_target, require_key=require_key
+    )
     return subprocess.Popen(list(command), env=env)

@@ -17,6 +17,7 @@ import os
 import shlex
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
@@ -152,7 +153,17 @@ class ServingConfig(EnvConfig):
     api_key_secret: str | None = Field(
         default=None,
         description="Modal Secret with LAKELOOM_SERVING_API_KEY; the server then requires it "
-        "as the bearer token (public URL otherwise).",
+        "as the bearer token. One of api_key_secret, proxy_auth or public must be set.",
+    )
+    proxy_auth: bool = Field(
+        default=False,
+        description="Modal proxy auth on the URL (requires_proxy_auth): callers send a proxy "
+        "auth token as Modal-Key/Modal-Secret headers.",
+    )
+    public: bool = Field(
+        default=False,
+        description="Serve with no auth at all, on purpose (anyone with the URL spends your "
+        "GPU time); a warning says so at every deploy.",
     )
     image: str | None = Field(default=None, description="Container image override.")
     extra_args: list[str] = Field(default_factory=list, description="Extra server CLI flags.")
@@ -168,6 +179,40 @@ class ServingConfig(EnvConfig):
     def secret_names(self) -> list[str]:
         """Names of the Modal Secrets attached to the server function."""
         return [s for s in (self.hf_secret, self.api_key_secret) if s]
+
+    @property
+    def auth(self) -> str:
+        """How callers are authenticated: ``api_key``, ``proxy``, both, ``public`` or ``none``."""
+        pairs = (("api_key", bool(self.api_key_secret)), ("proxy", self.proxy_auth))
+        modes = [mode for mode, on in pairs if on]
+        if modes:
+            return "+".join(modes)
+        return "public" if self.public else "none"
+
+    def check_auth(self) -> str:
+        """Refuse to deploy an app anyone could call, unless ``public`` says so (with a warning).
+
+        Modal web endpoints are public by default: without a key or proxy auth, whoever finds
+        the URL runs the GPU on your bill and reads what it serves.
+        """
+        mode = self.auth
+        if mode == "none":
+            raise ModalConfigError(
+                f"{self.app_name} would serve a public URL with no auth: set "
+                f"{self.env_var('api_key_secret')} (a Modal Secret holding "
+                f"LAKELOOM_SERVING_API_KEY, sent as the bearer token), or "
+                f"{self.env_var('proxy_auth')}=1 (Modal proxy auth), or "
+                f"{self.env_var('public')}=1 to serve it publicly on purpose"
+            )
+        if mode == "public":
+            warnings.warn(
+                f"{self.app_name} is deployed PUBLIC ({self.env_var('public')}=1): anyone with "
+                f"its URL can call it; set {self.env_var('api_key_secret')} or "
+                f"{self.env_var('proxy_auth')}=1 to require auth",
+                UserWarning,
+                stacklevel=2,
+            )
+        return mode
 
 
 class TEIConfig(ServingConfig):

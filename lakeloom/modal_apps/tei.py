@@ -14,6 +14,7 @@ from lakeloom.modal_apps.common import (
     HF_HOME,
     launch_server,
     serving_function_options,
+    web_server_options,
 )
 from lakeloom.modal_apps.config import TEIConfig
 
@@ -46,7 +47,7 @@ def build_command(cfg: TEIConfig) -> list[str]:
 
 def start(cfg: TEIConfig) -> None:
     """Launch TEI in the background; it serves /embed, /v1/embeddings and /health."""
-    launch_server(build_command(cfg), api_key_target="API_KEY")
+    launch_server(build_command(cfg), api_key_target="API_KEY", require_key=cfg.api_key_secret)
 
 
 # The TEI images ship no Python; Modal adds one to run this module, which needs pydantic.
@@ -62,7 +63,7 @@ app = modal.App(config.app_name)
 
 @app.function(image=image, **serving_function_options(config))
 @modal.concurrent(max_inputs=config.max_inputs)
-@modal.web_server(port=config.port, startup_timeout=config.startup_timeout)
+@modal.web_server(**web_server_options(config))
 def serve() -> None:
     """Modal entry point: start the TEI server that Modal then exposes at this function's URL."""
     start(config)

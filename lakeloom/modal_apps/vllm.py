@@ -13,6 +13,7 @@ import modal
 from lakeloom.modal_apps.common import (
     launch_server,
     serving_function_options,
+    web_server_options,
 )
 from lakeloom.modal_apps.config import VLLMConfig, gpu_count
 
@@ -51,7 +52,7 @@ def build_command(cfg: VLLMConfig) -> list[str]:
 
 def start(cfg: VLLMConfig) -> None:
     """Launch vLLM in the background; it reads the API key from ``VLLM_API_KEY`` when set."""
-    launch_server(build_command(cfg), api_key_target="VLLM_API_KEY")
+    launch_server(build_command(cfg), api_key_target="VLLM_API_KEY", require_key=cfg.api_key_secret)
 
 
 def build_image(cfg: VLLMConfig) -> modal.Image:
@@ -74,7 +75,7 @@ app = modal.App(config.app_name)
 
 @app.function(image=image, **serving_function_options(config))
 @modal.concurrent(max_inputs=config.max_inputs)
-@modal.web_server(port=config.port, startup_timeout=config.startup_timeout)
+@modal.web_server(**web_server_options(config))
 def serve() -> None:
     """Modal entry point: start the vLLM server that Modal exposes at this function's URL."""
     start(config)

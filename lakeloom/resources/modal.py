@@ -93,8 +93,9 @@ class ModalResource(dg.ConfigurableResource):
     )
     api_key_env: str | None = Field(
         default=None,
-        description="Env var with the serving API key, when the apps were deployed with an "
-        "api_key_secret.",
+        description="Env var with the serving API key (the LAKELOOM_SERVING_API_KEY of the "
+        "apps' api_key_secret); apps deployed with proxy_auth need Modal-Key/Modal-Secret "
+        "headers instead, which this resource does not send.",
     )
     local_embeddings_url: str = Field(
         default="http://127.0.0.1:8082/v1", description="Local OpenAI-style embeddings server."

@@ -10,7 +10,10 @@ from lakeloom.cli import main
 from lakeloom.modal_apps import cli as modal_cli
 
 
-def test_deploy_without_credentials_exits_2_naming_what_to_set(no_modal_credentials, capsys):
+def test_deploy_without_credentials_exits_2_naming_what_to_set(
+    no_modal_credentials, monkeypatch, capsys
+):
+    monkeypatch.setenv("LAKELOOM_MODAL_TEI_API_KEY_SECRET", "lakeloom-serving-key")
     start = time.perf_counter()
     assert main(["modal", "deploy", "tei"]) == 2
     assert time.perf_counter() - start < 2
@@ -23,6 +26,7 @@ def test_deploy_runs_modal_deploy_on_the_app_module(no_modal_credentials, monkey
     # not run (it needs a real workspace).
     monkeypatch.setattr(modal_cli, "credentials_source", lambda: "test")
     monkeypatch.setenv("LAKELOOM_MODAL_VLLM_GPU", "A100-80GB")
+    monkeypatch.setenv("LAKELOOM_MODAL_VLLM_PROXY_AUTH", "1")
     seen = []
 
     def recorder(argv, check):
@@ -67,3 +71,16 @@ def test_status_offline_lists_every_app(no_modal_credentials, capsys):
 def test_unknown_app_is_rejected(no_modal_credentials):
     with pytest.raises(SystemExit):
         main(["modal", "deploy", "tgi"])
+
+
+def test_deploy_of_an_app_with_no_auth_exits_2_naming_the_settings(
+    no_modal_credentials, monkeypatch, capsys
+):
+    """Issue 13.13: neither a key nor proxy auth nor public=1: nothing is deployed."""
+    monkeypatch.setattr(modal_cli, "credentials_source", lambda: "test")
+    ran = []
+    monkeypatch.setattr(modal_cli.subprocess, "run", lambda argv, check: ran.append(argv))
+    assert main(["modal", "deploy", "vllm"]) == 2
+    err = capsys.readouterr().err
+    assert "LAKELOOM_MODAL_VLLM_API_KEY_SECRET" in err and "LAKELOOM_MODAL_VLLM_PUBLIC=1" in err
+    assert "LAKELOOM_MODAL_VLLM_PROXY_AUTH=1" in err and ran == []

@@ -37,10 +37,14 @@ BUILD_OFFLINE = textwrap.dedent(
     start = time.perf_counter()
     import lakeloom.modal_apps.tei as tei
     import lakeloom.modal_apps.vllm as vllm
+    from modal._utils.async_utils import synchronizer
     out = {}
     for mod in (tei, vllm):
         spec = mod.serve._spec_
+        webhook = synchronizer._translate_in(mod.serve)._webhook_config
         out[mod.__name__.rsplit(".", 1)[1]] = {
+            "proxy_auth": webhook.requires_proxy_auth,
+            "secrets": len(spec.secrets),
             "app": mod.app.name,
             "gpu": spec.gpus,
             "volumes": sorted(spec.volumes),
@@ -58,9 +62,30 @@ BUILD_OFFLINE = textwrap.dedent(
 )
 
 
-def _build_in_subprocess(extra_env: dict[str, str]) -> dict:
+# The serving apps refuse to deploy with no auth (issue 13.13): builds name an API-key secret.
+WITH_KEYS = {
+    "LAKELOOM_MODAL_TEI_API_KEY_SECRET": "lakeloom-serving-key",
+    "LAKELOOM_MODAL_VLLM_API_KEY_SECRET": "lakeloom-serving-key",
+}
+
+
+def _run_build(extra_env: dict[str, str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "LAKELOOM_MODAL_"))}
     env.update({"MODAL_CONFIG_PATH": "/nonexistent/modal.toml", **extra_env})
+    return subprocess.run(
+        [sys.executable, "-c", BUILD_OFFLINE],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _build_in_subprocess(extra_env: dict[str, str], *, keys: bool = True) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "LAKELOOM_MODAL_"))}
+    env.update({"MODAL_CONFIG_PATH": "/nonexistent/modal.toml"})
+    env.update({**(WITH_KEYS if keys else {}), **extra_env})
     proc = subprocess.run(
         [sys.executable, "-c", BUILD_OFFLINE],
         env=env,
@@ -79,6 +104,8 @@ def test_apps_build_without_credentials_or_network_quickly():
     tei, vllm = built["tei"], built["vllm"]
     assert (tei["app"], vllm["app"]) == ("lakeloom-tei", "lakeloom-vllm")
     assert tei["web"] and vllm["web"]
+    # the API-key Secret plus the one Modal makes of the function env
+    assert tei["secrets"] == vllm["secrets"] == 2 and not tei["proxy_auth"]
     assert tei["gpu"] == vllm["gpu"] == "L4"
     assert tei["volumes"] == vllm["volumes"] == [common.CACHE_DIR]
     assert tei["image"] == "ghcr.io/huggingface/text-embeddings-inference:89-1.9"
@@ -181,3 +208,57 @@ def test_server_launch_maps_the_api_key_without_argv(tmp_path):
     assert proc.wait(timeout=30) == 0
     seen = json.loads(out.read_text())
     assert seen == {"argv": ["--port", "8000"], "key": "sk-test-123", "raw": None}
+
+
+# -- issue 13.13: serving apps are never public by accident -----------------------------------
+def test_deploy_with_no_auth_fails_naming_the_settings():
+    proc = _run_build({})
+    assert proc.returncode != 0
+    for name in (
+        "LAKELOOM_MODAL_TEI_API_KEY_SECRET",
+        "LAKELOOM_MODAL_TEI_PROXY_AUTH",
+        "LAKELOOM_MODAL_TEI_PUBLIC",
+    ):
+        assert name in proc.stderr, proc.stderr[-2000:]
+    with pytest.raises(ModalConfigError, match="LAKELOOM_MODAL_VLLM_PUBLIC=1"):
+        common.serving_function_options(VLLMConfig())
+    with pytest.raises(ModalConfigError, match="lakeloom-tei would serve a public URL"):
+        TEIConfig().check_auth()
+
+
+def test_proxy_auth_reaches_the_web_endpoint_and_public_warns():
+    built = _build_in_subprocess(
+        {"LAKELOOM_MODAL_TEI_PROXY_AUTH": "1", "LAKELOOM_MODAL_VLLM_PUBLIC": "1"}, keys=False
+    )
+    assert built["tei"]["proxy_auth"] is True and built["tei"]["secrets"] == 1  # env only
+    assert built["vllm"]["proxy_auth"] is False
+    proxy = TEIConfig.from_env({"LAKELOOM_MODAL_TEI_PROXY_AUTH": "1"})
+    assert proxy.check_auth() == "proxy"
+    assert common.web_server_options(proxy) == {
+        "port": 8000,
+        "startup_timeout": 900,
+        "requires_proxy_auth": True,
+    }
+    public = VLLMConfig.from_env({"LAKELOOM_MODAL_VLLM_PUBLIC": "1"})
+    with pytest.warns(UserWarning, match="lakeloom-vllm is deployed PUBLIC"):
+        assert public.check_auth() == "public"
+    keyed = VLLMConfig.from_env({"LAKELOOM_MODAL_VLLM_API_KEY_SECRET": "k"})
+    assert keyed.check_auth() == "api_key" and keyed.secret_names == ["k"]
+    assert VLLMConfig.from_env(public.to_env()) == public  # the container sees the same
+
+
+def test_server_refuses_to_start_open_when_its_key_secret_is_empty(tmp_path):
+    environ = {"PATH": os.environ["PATH"]}  # the Secret was attached but holds no key
+    with pytest.raises(common.MissingServingKeyError, match="'lakeloom-serving-key'"):
+        common.launch_server(
+            [sys.executable, "-c", "pass"], "API_KEY", environ, require_key="lakeloom-serving-key"
+        )
+
+
+def test_status_shows_each_serving_apps_auth(no_modal_credentials, monkeypatch, capsys):
+    from lakeloom.cli import main
+
+    monkeypatch.setenv("LAKELOOM_MODAL_TEI_API_KEY_SECRET", "k")
+    assert main(["modal", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "auth: api_key" in out and "MISSING: lakeloom-vllm would serve a public URL" in out
