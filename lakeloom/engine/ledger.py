@@ -21,19 +21,19 @@ import fcntl
 import hashlib
 import json
 import os
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import polars as pl
 from deltalake.exceptions import TableNotFoundError
 
 from lakeloom.delta import table_exists, write_table
-from lakeloom.engine.crash import crash_point
-from lakeloom.engine.types import LLMResult, RunContext
+from lakeloom.engine.ledger_journal import CallSpend, SpendJournal
+from lakeloom.engine.ledger_rows import ledger_rows, rows_from_records
 from lakeloom.settings import Storage, data_dir
+
+__all__ = ["SCHEMA", "CallSpend", "CostLedger", "SpendJournal", "ledger_rows", "report"]
 
 SCHEMA: dict[str, Any] = {
     "run_id": pl.String,
@@ -61,187 +61,6 @@ SCHEMA: dict[str, Any] = {
     "journal": pl.String,
 }
 GroupBy = Literal["asset", "partition", "model", "day", "run_id"]
-_COUNTS = ("requests", "sent", "ok", "errors", "retries", "rate_limited", "uncertain_attempts")
-
-
-def result_record(
-    result: LLMResult, shares: Mapping[str | None, float], uncertain_usd: float = 0.0
-) -> dict[str, Any]:
-    """What the ledger keeps of one sent result (also the spend journal's line)."""
-    return {
-        "model": result.model or "?",
-        "shares": {"" if k is None else k: v for k, v in shares.items()},
-        "sent": int(result.attempts > 0),
-        "ok": int(result.status == "ok"),
-        "retries": result.retries,
-        "rate_limited": result.rate_limited,
-        "input_tokens": result.input_tokens,
-        "output_tokens": result.output_tokens,
-        "cost_usd": result.cost_usd,
-        "uncertain_attempts": result.uncertain_attempts,
-        "uncertain_usd": uncertain_usd,
-        "latency_s": result.latency_s if result.attempts else None,
-    }
-
-
-def _split(total: int, weights: Sequence[int]) -> list[int]:
-    """Split an integer by weights into integer parts that sum exactly (largest remainder)."""
-    wsum = sum(weights)
-    if wsum <= 0:
-        return [total] + [0] * (len(weights) - 1)
-    raw = [total * w / wsum for w in weights]
-    parts = [int(x) for x in raw]
-    order = sorted(range(len(raw)), key=lambda i: parts[i] - raw[i])
-    for i in order[: total - sum(parts)]:
-        parts[i] += 1
-    return parts
-
-
-def partition_shares(context: RunContext, key: str) -> dict[str | None, float]:
-    """The partitions request ``key`` is booked to, with their shares (summing to 1).
-
-    A request the core mapped (``request_partitions``) follows its rows; an unmapped request of a
-    multi-partition run is split by the run's rows per partition; else the run's partition.
-    """
-    mapped = context.request_partitions.get(key)
-    if mapped:
-        return dict(mapped)
-    rows = context.row_partitions
-    if rows:
-        counts: dict[str | None, int] = {}
-        for p in rows:
-            counts[p] = counts.get(p, 0) + 1
-        return {p: c / len(rows) for p, c in counts.items()}
-    return {context.partition: 1.0}
-
-
-def _new_row(base: Mapping[str, Any], partition: str | None, model: str) -> dict[str, Any]:
-    return {
-        **base,
-        "partition": partition,
-        "model": model,
-        **dict.fromkeys(("cache_hits", *_COUNTS, "input_tokens", "output_tokens"), 0),
-        "cost_usd": 0.0,
-        "uncertain_usd": 0.0,
-    }
-
-
-def rows_from_records(
-    base: Mapping[str, Any], records: Iterable[Mapping[str, Any]], hits: Mapping[Any, int]
-) -> list[dict[str, Any]]:
-    """Ledger rows per (partition, model) from result records and hits by (partition, model).
-
-    Money splits by share; tokens by share, as integers that sum exactly; the request counters
-    go whole to the request's largest share.
-    """
-    rows: dict[tuple[str | None, str], dict[str, Any]] = {}
-    latencies: dict[tuple[str | None, str], list[float]] = {}
-
-    def row(partition: str | None, model: str) -> dict[str, Any]:
-        key = (partition, model)
-        if key not in rows:
-            rows[key] = _new_row(base, partition, model)
-        return rows[key]
-
-    for (partition, model), count in hits.items():
-        r = row(partition, model)
-        r["requests"] += count
-        r["cache_hits"] += count
-    for rec in records:
-        shares = [(p or None, float(w)) for p, w in rec["shares"].items()] or [(None, 1.0)]
-        weights = [round(w * 1e6) for _, w in shares]
-        tokens_in = _split(int(rec["input_tokens"]), weights)
-        tokens_out = _split(int(rec["output_tokens"]), weights)
-        main = max(range(len(shares)), key=lambda i: shares[i][1])
-        for i, (partition, share) in enumerate(shares):
-            r = row(partition, rec["model"])
-            r["input_tokens"] += tokens_in[i]
-            r["output_tokens"] += tokens_out[i]
-            r["cost_usd"] += rec["cost_usd"] * share
-            r["uncertain_usd"] += rec.get("uncertain_usd", 0.0) * share
-            if i == main:
-                r["requests"] += 1
-                r["errors"] += 1 - rec["ok"]
-                for name in ("sent", "ok", "retries", "rate_limited", "uncertain_attempts"):
-                    r[name] += rec.get(name, 0)
-                if rec.get("latency_s") is not None:
-                    latencies.setdefault((partition, rec["model"]), []).append(rec["latency_s"])
-    for key, r in rows.items():
-        lat = latencies.get(key)
-        r["latency_p50_s"] = float(np.percentile(lat, 50)) if lat else None
-        r["latency_p95_s"] = float(np.percentile(lat, 95)) if lat else None
-    return list(rows.values())
-
-
-def ledger_rows(
-    endpoint: str,
-    context: RunContext,
-    hits: pl.DataFrame,
-    sent: Sequence[LLMResult],
-    *,
-    price_table: str,
-    journal: str | None = None,
-    uncertain_usd: Sequence[float] | None = None,
-) -> list[dict[str, Any]]:
-    """Ledger rows per (partition, model) for one engine call (hits cost nothing).
-
-    ``hits`` has a ``model`` column (and a ``key`` column to book hits to their partitions);
-    ``uncertain_usd`` is each sent result's worst case of possibly billed attempts.
-    """
-    base = _base(endpoint, context, price_table, journal)
-    by_hit: dict[tuple[str | None, str], int] = {}
-    if hits.height:
-        keyed = "key" in hits.columns and (context.request_partitions or context.row_partitions)
-        for rec in hits.iter_rows(named=True):
-            shares = partition_shares(context, rec["key"]) if keyed else {context.partition: 1}
-            partition = max(shares, key=lambda p: shares[p])
-            k = (partition, rec["model"] or "?")
-            by_hit[k] = by_hit.get(k, 0) + 1
-    unc = list(uncertain_usd) if uncertain_usd is not None else [0.0] * len(sent)
-    records = [
-        result_record(result, partition_shares(context, result.key), worst)
-        for result, worst in zip(sent, unc, strict=True)
-    ]
-    return rows_from_records(base, records, by_hit)
-
-
-def _base(
-    endpoint: str, context: RunContext, price_table: str, journal: str | None
-) -> dict[str, Any]:
-    return {
-        "run_id": context.run_id,
-        "asset": context.asset,
-        "endpoint": endpoint,
-        "price_table": price_table,
-        "journal": journal,
-    }
-
-
-class SpendJournal:
-    """One engine call's paid results, one JSON line each, handed to the OS as they arrive."""
-
-    def __init__(self, directory: Path, base: Mapping[str, Any]) -> None:
-        """Prepare a segment (created, and ``flock``-ed, by the first line)."""
-        self.id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self.path = directory / f"{self.id}.jsonl"
-        self.base = dict(base, journal=self.id)
-        self._fd: int | None = None
-
-    def add(self, record: Mapping[str, Any]) -> None:
-        """Journal one result record (one ``write`` call: survives ``kill -9``)."""
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(self._fd, (json.dumps(self.base) + "\n").encode())
-        os.write(self._fd, (json.dumps(record) + "\n").encode())
-
-    def close(self, *, remove: bool) -> None:
-        """Release the segment; ``remove`` once its rows are in the ledger."""
-        if self._fd is not None:
-            if remove:
-                self.path.unlink(missing_ok=True)
-            os.close(self._fd)
-            self._fd = None
 
 
 class CostLedger:
@@ -294,9 +113,25 @@ class CostLedger:
         missing = [pl.lit(None, t).alias(c) for c, t in SCHEMA.items() if c not in df.columns]
         return df.with_columns(missing) if missing else df
 
+    def _rows_where(self, column: str, value: str) -> pl.DataFrame:
+        """The ledger rows with ``column == value`` (a filtered scan, not the whole table)."""
+        options = self.storage.storage_options or None
+        if not table_exists(self.uri, options):
+            return pl.DataFrame(schema=SCHEMA)
+        try:
+            lf = pl.scan_delta(self.uri, storage_options=options)
+            names = lf.collect_schema().names()
+            if column not in names:
+                return pl.DataFrame(schema=SCHEMA)
+            df = lf.filter(pl.col(column) == value).collect()
+        except TableNotFoundError:
+            return pl.DataFrame(schema=SCHEMA)
+        missing = [pl.lit(None, t).alias(c) for c, t in SCHEMA.items() if c not in df.columns]
+        return df.with_columns(missing) if missing else df
+
     def run_spend(self, run_id: str) -> float:
         """USD a run has booked so far, uncertain attempts included (what its budget counts)."""
-        df = self.read().filter(pl.col("run_id") == run_id)
+        df = self._rows_where("run_id", run_id)
         if df.is_empty():
             return 0.0
         return float(df["cost_usd"].fill_null(0).sum() + df["uncertain_usd"].fill_null(0).sum())
@@ -334,8 +169,7 @@ class CostLedger:
         if len(lines) < 2:
             return 0
         base, records = lines[0], lines[1:]
-        booked = self.read().filter(pl.col("journal") == base.get("journal"))
-        if booked.height:
+        if self._rows_where("journal", str(base.get("journal"))).height:
             return 0
         rows = rows_from_records(base, records, {})
         self.append(rows)
@@ -367,66 +201,3 @@ def report(ledger: pl.DataFrame, by: Sequence[GroupBy] = ("asset", "model")) -> 
         )
         .sort(["cost_usd", *by], descending=[True, *([False] * len(by))])
     )
-
-
-class CallSpend:
-    """One engine call's results as they finish: journaled when sent, booked in the ledger once.
-
-    :meth:`add` runs before the response enters the cache journal, so whatever the cache holds
-    has its spend journaled; :meth:`book` (normal end, failure or cancellation alike) writes the
-    ledger rows, then drops the journal. A ``kill -9`` in between leaves the journal for
-    :meth:`CostLedger.recover`.
-    """
-
-    def __init__(
-        self, ledger: CostLedger | None, endpoint: str, context: RunContext, price_table: str
-    ) -> None:
-        """Bind the call's ledger (None: nothing is written) and who is spending."""
-        self.ledger, self.endpoint, self.context = ledger, endpoint, context
-        self.price_table = price_table
-        self.results: list[LLMResult] = []
-        self.uncertain: list[float] = []
-        self.booked = False
-        base = _base(endpoint, context, price_table, None)
-        self._journal = ledger.journal(base) if ledger is not None else None
-
-    def add(self, result: LLMResult, uncertain_usd: float = 0.0) -> None:
-        """Keep one finished result; journal it when it was sent (it may have cost money)."""
-        self.results.append(result)
-        self.uncertain.append(uncertain_usd)
-        if self._journal is not None and result.attempts > 0:
-            shares = partition_shares(self.context, result.key)
-            self._journal.add(result_record(result, shares, uncertain_usd))
-
-    @property
-    def spent_usd(self) -> float:
-        """Reported cost + uncertain worst cases of this call so far."""
-        return sum(r.cost_usd for r in self.results) + sum(self.uncertain)
-
-    def book(self, hits: pl.DataFrame) -> None:
-        """Write this call's ledger rows (once); ``hits``: ``key`` and ``model`` of cache hits."""
-        if self.booked:
-            return
-        self.booked = True
-        self.context.spent_usd += self.spent_usd
-        if self.ledger is None:
-            return
-        journal = self._journal
-        rows = ledger_rows(
-            self.endpoint,
-            self.context,
-            hits,
-            self.results,
-            price_table=self.price_table,
-            journal=journal.id if journal is not None else None,
-            uncertain_usd=self.uncertain,
-        )
-        crash_point("before_ledger")  # responses durable in the cache, ledger not yet written
-        try:
-            self.ledger.append(rows)
-        except BaseException:
-            if journal is not None:
-                journal.close(remove=False)  # the next engine books it
-            raise
-        if journal is not None:
-            journal.close(remove=True)
