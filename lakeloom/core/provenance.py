@@ -99,7 +99,8 @@ def run_requests(
         named = _labelled(exc, labels)
         if named is exc:
             raise
-        raise named from exc
+        # the engine's frames, without its message that names request positions
+        raise named.with_traceback(exc.__traceback__) from None
     results = {r.key: r for r in out}
     stats.add_run(list(results.values()), getattr(out, "stats", None))
     for request in requests:
