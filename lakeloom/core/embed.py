@@ -9,12 +9,12 @@ embedded alone and then again inside a backfill, or with another batch size, is 
 the cache. Cached texts still go through the runner, as single-input requests that its cache
 answers, so forecasts, progress and the ledger count them as cached rows.
 
-Batches are content-defined (texts ordered by hash; a batch ends after a text whose hash hits a
-boundary, about one in ``batch_size``) and packed within the model's published limits
-(``engine.provider_limits``: inputs per request, tokens per input, tokens per request). A text
+Batches are content-defined and packed within the model's published limits (``embed_plan``,
+``engine.provider_limits``: inputs per request, tokens per input, tokens per request). A text
 over the per-input limit is that row's error, or truncated / chunked when the spec asks for it
-(``long_text``). A batch the provider rejects as a whole (HTTP 4xx) is split and each text
-resent alone, so one bad row costs one error row, not a batch of them.
+(``long_text``; ``chunk_mean`` is the L2-normalized mean of its chunks' vectors). A batch the
+provider rejects as a whole (HTTP 4xx) is split and each text resent alone, so one bad row
+costs one error row, not a batch of them.
 
 The vector column is ``pl.List(pl.Float32)``, not ``pl.Array``: Delta has no fixed-size list and
 polars refuses to read ``Array`` back from it. The width is fixed by the spec (``dimensions``) or
@@ -28,12 +28,24 @@ import binascii
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from lakeloom.core.hashing import cache_keys, canonical_json, request_key, request_keys
+from lakeloom.core.embed_plan import (
+    ENDPOINT,
+    Items,
+    cached_items,
+    content_batches,
+    embed_body,
+    embed_limits,
+    engine_of,
+    input_keys,
+    item_requests,
+    pack,
+    plan_items,
+)
 from lakeloom.core.provenance import (
     ColumnStats,
     RowLedger,
@@ -45,71 +57,22 @@ from lakeloom.core.provenance import (
 )
 from lakeloom.core.specs import EmbedSpec
 from lakeloom.engine.embed_inputs import cache_inputs
-from lakeloom.engine.provider_limits import Limits, embedding_input_limit, resolve_limits
-from lakeloom.engine.tokens import count_texts, token_windows
+from lakeloom.engine.provider_limits import Limits
 from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
 
-ENDPOINT = "embeddings"
+__all__ = [
+    "ENDPOINT",
+    "VECTOR_DTYPE",
+    "content_batches",
+    "embed_body",
+    "embed_column",
+    "input_keys",
+    "mean_vector",
+    "run_embed",
+]
+
 VECTOR_DTYPE = pl.List(pl.Float32)
 _SPLIT_ON = ("HTTP 400", "HTTP 413", "HTTP 422")
-
-
-def _boundary(digest: bytes, batch_size: int) -> bool:
-    return int.from_bytes(digest[8:16], "little") % batch_size == 0
-
-
-def content_batches(
-    digests: Sequence[bytes],
-    tokens: Sequence[int],
-    batch_size: int,
-    max_batch_tokens: int,
-    max_inputs: int | None = None,
-) -> list[list[int]]:
-    """Group items (already ordered by digest) into content-defined batches of indices.
-
-    A batch holds at most ``2 * batch_size`` items (and ``max_inputs``) and ``max_batch_tokens``
-    tokens summed (an item alone over that is a batch of its own).
-    """
-    cap = min(2 * batch_size, max_inputs) if max_inputs else 2 * batch_size
-    batches: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for i, (digest, n) in enumerate(zip(digests, tokens, strict=True)):
-        if current and (len(current) >= cap or used + n > max_batch_tokens):
-            batches.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += n
-        if batch_size == 1 or _boundary(digest, batch_size):
-            batches.append(current)
-            current, used = [], 0
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _body(spec: EmbedSpec, texts: str | list[str]) -> dict[str, Any]:
-    """An embeddings body: ``texts`` a string (one input alone: its cache key) or a list."""
-    body: dict[str, Any] = {
-        "model": spec.model,
-        "input": texts,
-        "encoding_format": spec.encoding_format,
-    }
-    if spec.dimensions is not None:
-        body["dimensions"] = spec.dimensions
-    return body
-
-
-def input_keys(spec: EmbedSpec, texts: Sequence[str]) -> list[str]:
-    """The per-input cache key of each text: the request key of that text sent alone.
-
-    Vectorized with the engine's own key function (``core.hashing.request_keys``): equal to
-    ``request_key("embeddings", _body(spec, text))`` for every text.
-    """
-    if not texts:
-        return []
-    bodies = [canonical_json(_body(spec, t)) for t in texts]
-    return request_keys(ENDPOINT, bodies).to_list()
 
 
 def _decode(embedding: str | list[float]) -> np.ndarray | list[float]:
@@ -134,100 +97,6 @@ def _vectors(result: LLMResult, count: int, width: int | None) -> np.ndarray:
     if width is not None and matrix.shape[1] != width:
         raise ValueError(f"vector width {matrix.shape[1]} != expected {width}")
     return matrix
-
-
-@dataclass(slots=True)
-class _Items:
-    """The distinct strings to embed (a text, its truncation or its chunks), by position."""
-
-    texts: list[str] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    owner: list[int] = field(default_factory=list)  # the row charged for the item
-    index: dict[str, int] = field(default_factory=dict)
-
-    def add(self, text: str, tokens: int, row: int) -> int:
-        if text not in self.index:
-            self.index[text] = len(self.texts)
-            self.texts.append(text)
-            self.tokens.append(tokens)
-            self.owner.append(row)
-        return self.index[text]
-
-
-def _engine_of(runner: Any) -> Any:
-    return getattr(runner, "engine", runner)
-
-
-def embed_limits(runner: Any, model: str) -> tuple[str, Limits]:
-    """The priced model name and its limits, as the runner's provider resolves them."""
-    provider = getattr(runner, "provider", None)
-    name = getattr(provider, "price_model", None) or model
-    prices = getattr(_engine_of(runner), "prices", None)
-    price = prices.find(name) if prices is not None and hasattr(prices, "find") else None
-    return name, resolve_limits(name, overrides=getattr(provider, "limits", None), price=price)
-
-
-def _plan_items(
-    spec: EmbedSpec, unique: list[str], rows_of: dict[str, list[int]], limits: Limits, name: str
-) -> tuple[_Items, list[list[int]], dict[int, str]]:
-    """Items to embed, each unique text's items, and the texts refused (over the limit)."""
-    items = _Items()
-    parts: list[list[int]] = []
-    refused: dict[int, str] = {}
-    limit = embedding_input_limit(limits)
-    tokens = count_texts(unique, spec.model)
-    for u, (text, n) in enumerate(zip(unique, tokens, strict=True)):
-        row = rows_of[text][0]
-        if limit is None or n <= limit:
-            parts.append([items.add(text, n, row)])
-            continue
-        if spec.long_text == "error":
-            refused[u] = f"over context window: {n:,} tokens > {limit:,} for {name!r}"
-            parts.append([])
-            continue
-        pieces = token_windows(text, spec.model, limit)
-        if spec.long_text == "truncate":
-            pieces = pieces[:1]
-        counts = count_texts(pieces, spec.model)
-        parts.append([items.add(p, c, row) for p, c in zip(pieces, counts, strict=True)])
-    items.keys = input_keys(spec, items.texts)
-    return items, parts, refused
-
-
-def _cached(runner: Any, items: _Items, name: str) -> set[int]:
-    """Items whose per-input key the runner's cache holds (none when it cannot tell)."""
-    engine = _engine_of(runner)
-    provider = getattr(engine, "provider", None)
-    if not items.keys or not hasattr(engine, "match") or provider is None:
-        return set()
-    keys = pl.Series("key", items.keys, dtype=pl.String)
-    frame = pl.DataFrame({"key": keys, "cache_key": cache_keys(keys, provider.cache_namespace)})
-    matched = engine.match(frame, [name])
-    return {i for i, hit in enumerate(matched["response"].is_not_null().to_list()) if hit}
-
-
-def _requests(spec: EmbedSpec, items: _Items, groups: list[list[int]]) -> list[LLMRequest]:
-    """One request per group: an item alone under its own key, else a batch naming its items."""
-    out = []
-    for group in groups:
-        if len(group) == 1:
-            i = group[0]
-            body = _body(spec, items.texts[i])
-            out.append(LLMRequest(items.keys[i], ENDPOINT, body, items.tokens[i]))
-            continue
-        body = _body(spec, [items.texts[i] for i in group])
-        out.append(
-            LLMRequest(
-                request_key(ENDPOINT, body),
-                ENDPOINT,
-                body,
-                sum(items.tokens[i] for i in group),
-                input_keys=tuple(items.keys[i] for i in group),
-                input_tokens=tuple(items.tokens[i] for i in group),
-            )
-        )
-    return out
 
 
 def run_embed(
@@ -258,11 +127,11 @@ def run_embed(
             rows_of.setdefault(text, []).append(i)
     unique = sorted(rows_of, key=lambda t: hashlib.blake2b(t.encode("utf-8")).digest())
     name, limits = embed_limits(engine, spec.model)
-    items, parts, refused = _plan_items(spec, unique, rows_of, limits, name)
+    items, parts, refused = plan_items(spec, unique, rows_of, limits, name)
     run = _Embedding(spec, engine, items, ledger, stats, context)
-    run.send(_cached(engine, items, name), limits, max_batch_tokens)
+    run.send(cached_items(engine, items, name), limits, max_batch_tokens)
     if run.appended:
-        _engine_of(engine).cache.flush()
+        engine_of(engine).cache.flush()
     vectors: dict[str, np.ndarray] = {}
     for u, text in enumerate(unique):
         vec, error = run.vector(parts[u])
@@ -285,7 +154,7 @@ class _Embedding:
 
     spec: EmbedSpec
     runner: Runner
-    items: _Items
+    items: Items
     ledger: RowLedger
     stats: ColumnStats
     context: RunContext | None
@@ -302,24 +171,16 @@ class _Embedding:
 
     def send(self, cached: set[int], limits: Limits, max_batch_tokens: int | None) -> None:
         """Answer every item: cached ones alone (the cache answers), the rest in packed batches."""
-        items = self.items
-        cap = limits.max_request_tokens or 250_000
-        if max_batch_tokens is not None:
-            cap = min(cap, max_batch_tokens)
-        todo = [i for i in range(len(items.texts)) if i not in cached]
-        todo.sort(key=lambda i: hashlib.blake2b(items.texts[i].encode("utf-8")).digest())
-        digests = [hashlib.blake2b(items.texts[i].encode("utf-8")).digest() for i in todo]
-        batches = content_batches(
-            digests, [items.tokens[i] for i in todo], self.spec.batch_size, cap, limits.max_inputs
-        )
-        groups = [[i] for i in sorted(cached)] + [[todo[j] for j in b] for b in batches]
+        todo = [i for i in range(len(self.items.texts)) if i not in cached]
+        batches = pack(self.items, todo, self.spec.batch_size, limits, max_batch_tokens)
+        groups = [[i] for i in sorted(cached)] + batches
         for _round in range(2):  # round 2 resends the items of rejected batches one by one
             if not groups:
                 break
             groups = self._round(groups)
 
     def _round(self, groups: list[list[int]]) -> list[list[int]]:
-        requests = _requests(self.spec, self.items, groups)
+        requests = item_requests(self.spec, self.items, groups)
         results = run_requests(self.runner, requests, self.context, self.stats)
         split: list[list[int]] = []
         for group, request in zip(groups, requests, strict=True):
@@ -357,7 +218,7 @@ class _Embedding:
 
     def _cache_inputs(self, request: LLMRequest, result: LLMResult) -> None:
         """A batch answer cached whole (Batch API, older entries): add its per-input entries."""
-        engine = _engine_of(self.runner)
+        engine = engine_of(self.runner)
         cache = getattr(engine, "cache", None)
         provider = getattr(engine, "provider", None)
         if cache is None or provider is None:

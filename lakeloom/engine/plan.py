@@ -21,7 +21,7 @@ from lakeloom.core.hashing import cache_keys, canonical_json, request_keys
 from lakeloom.engine.client import ProviderConfig
 from lakeloom.engine.cost import ModelPrice, PriceTable, worst_output_tokens
 from lakeloom.engine.provider_limits import Limits, embedding_input_limit, resolve_limits
-from lakeloom.engine.tokens import count_prompt_tokens, embedding_inputs
+from lakeloom.engine.tokens import count_prompt_tokens, count_texts, embedding_inputs
 from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult
 
 _MAX_NAMED_ROWS = 5
@@ -169,14 +169,9 @@ def over_limit(
     return None
 
 
-def _input_counts(bodies: Sequence[Mapping[str, Any]], model_of: Sequence[str]) -> list[list[int]]:
+def _input_counts(bodies: Sequence[Mapping[str, Any]]) -> list[list[int]]:
     """Estimated tokens of every input of every embeddings body (one count per input)."""
-    from lakeloom.engine.tokens import count_texts
-
-    out: list[list[int]] = []
-    for body, model in zip(bodies, model_of, strict=True):
-        out.append(count_texts(embedding_inputs(body), model))
-    return out
+    return [count_texts(embedding_inputs(b), str(b.get("model", ""))) for b in bodies]
 
 
 def _parse(
@@ -256,27 +251,31 @@ def _count_and_check(
 ) -> None:
     """Count tokens, keep what fits the limits in ``planned.requests``, reject the rest."""
     tokens = [r.prompt_tokens if r is not None else 0 for r in readies]
+    per_input: list[Sequence[int]] = [()] * len(bodies)
+    if endpoint == "embeddings":  # limits are per input: count each (unless the caller did)
+        todo = [i for i, r in enumerate(readies) if r is None or not r.input_tokens]
+        for i, counts in zip(todo, _input_counts([bodies[i] for i in todo]), strict=True):
+            per_input[i] = counts
+            tokens[i] = tokens[i] if tokens[i] > 0 else sum(counts)
+        for i, r in enumerate(readies):
+            if r is not None and r.input_tokens:
+                per_input[i] = r.input_tokens
     need = [i for i, t in enumerate(tokens) if t <= 0]
     for i, count in zip(
         need, count_prompt_tokens(endpoint, [bodies[i] for i in need]), strict=True
     ):
         tokens[i] = count
-    per_input: list[Sequence[int]] = [()] * len(bodies)
-    if endpoint == "embeddings":
-        todo = [i for i, r in enumerate(readies) if r is None or not r.input_tokens]
-        counted = _input_counts([bodies[i] for i in todo], [planned.models[i] for i in todo])
-        for i, counts in zip(todo, counted, strict=True):
-            per_input[i] = counts
-        for i, r in enumerate(readies):
-            if r is not None and r.input_tokens:
-                per_input[i] = r.input_tokens
-    limits_of: dict[str, Limits] = {}
+    limits_of: dict[str, tuple[Limits, ModelPrice]] = {}
     keep: list[int] = []
     for i, price in enumerate(planned.prices):
         model = planned.models[i]
-        if model not in limits_of:
-            limits_of[model] = resolve_limits(model, overrides=provider.limits, price=price)
-        limits = limits_of[model]
+        if model not in limits_of:  # once per model: plans of millions of rows stay cheap
+            found = resolve_limits(model, overrides=provider.limits, price=price)
+            bounded = price.model_copy(  # the limits (not only the price entry) bound the output
+                update={"context_window": found.context_window, "max_output": found.max_output}
+            )
+            limits_of[model] = (found, bounded)
+        limits, bounded = limits_of[model]
         prompt, out = tokens[i], _max_output(endpoint, bodies[i])
         error = over_limit(endpoint, limits, model, prompt, out, per_input[i])
         if error is not None:
@@ -294,12 +293,7 @@ def _count_and_check(
                 input_tokens=tuple(per_input[i]),
             )
         )
-        worst_out = 0
-        if endpoint != "embeddings":  # the limits (not only the price entry) bound the output
-            bounded = price.model_copy(
-                update={"context_window": limits.context_window, "max_output": limits.max_output}
-            )
-            worst_out = worst_output_tokens(bounded, prompt, out)
+        worst_out = 0 if endpoint == "embeddings" else worst_output_tokens(bounded, prompt, out)
         planned.worst_output_tokens.append(worst_out)
         planned.worst_usd.append(price.cost(input_tokens=prompt, output_tokens=worst_out))
         keep.append(i)

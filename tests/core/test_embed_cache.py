@@ -5,7 +5,7 @@ import json
 import numpy as np
 import polars as pl
 
-from lakeloom.core.embed import _body, input_keys, run_embed
+from lakeloom.core.embed import embed_body, input_keys, run_embed
 from lakeloom.core.hashing import cache_keys, request_key
 from lakeloom.core.specs import EmbedSpec
 from lakeloom.engine.modes import ModeRunner
@@ -76,8 +76,8 @@ def test_the_engine_caches_a_batch_answer_per_input_when_it_arrives(sim_engine):
     spec = _spec(16)
     texts = ["red mug", "blue mug", "green mug"]
     keys = input_keys(spec, texts)
-    assert keys == [request_key("embeddings", _body(spec, t)) for t in texts]
-    body = _body(spec, texts)
+    assert keys == [request_key("embeddings", embed_body(spec, t)) for t in texts]
+    body = embed_body(spec, texts)
     batch = LLMRequest(
         request_key("embeddings", body),
         "embeddings",
@@ -98,7 +98,7 @@ def test_the_engine_caches_a_batch_answer_per_input_when_it_arrives(sim_engine):
         assert single["data"][0]["index"] == 0
         assert single["data"][0]["embedding"] == result.response["data"][pos]["embedding"]
     # the single-input body is answered from the cache: same key scheme as the engine's
-    alone = engine.run_bodies("embeddings", [_body(spec, "blue mug")])
+    alone = engine.run_bodies("embeddings", [embed_body(spec, "blue mug")])
     assert alone.stats.cache_hits == 1 and sim.stats()["served"] == 1
 
 

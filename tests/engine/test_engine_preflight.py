@@ -79,8 +79,11 @@ def test_all_cached_needs_no_key(sim_engine, monkeypatch):
     sim, engine = sim_engine()
     bodies = chat_bodies(4)
     engine.run_bodies("chat.completions", bodies)
+    # another provider shares this cache only by choice (issue 17.11): same namespace
+    shared = engine.provider.cache_namespace
     offline = Engine(
-        ProviderConfig(kind="openai", base_url="http://127.0.0.1:9/v1"), storage=engine.storage
+        ProviderConfig(kind="openai", base_url="http://127.0.0.1:9/v1", cache_namespace=shared),
+        storage=engine.storage,
     )
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert offline.run_bodies("chat.completions", bodies).stats.cache_hits == 4
