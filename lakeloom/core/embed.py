@@ -55,6 +55,7 @@ from lakeloom.core.provenance import (
     check_keep,
     run_requests,
 )
+from lakeloom.core.row_keys import row_labels
 from lakeloom.core.specs import EmbedSpec
 from lakeloom.engine.embed_inputs import cache_inputs
 from lakeloom.engine.provider_limits import Limits
@@ -128,7 +129,7 @@ def run_embed(
     unique = sorted(rows_of, key=lambda t: hashlib.blake2b(t.encode("utf-8")).digest())
     name, limits = embed_limits(engine, spec.model)
     items, parts, refused = plan_items(spec, unique, rows_of, limits, name)
-    run = _Embedding(spec, engine, items, ledger, stats, context)
+    run = _Embedding(spec, engine, items, ledger, stats, context, labels=row_labels(df, keep))
     run.send(cached_items(engine, items, name), limits, max_batch_tokens)
     if run.appended:
         engine_of(engine).cache.flush()
@@ -164,6 +165,7 @@ class _Embedding:
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     appended: bool = False  # per-input entries journaled here: flush them at the end
+    labels: list[str] | None = None  # each row's key (``ticket_id=B9``), for errors
 
     def __post_init__(self) -> None:
         self.width = self.spec.dimensions
@@ -179,9 +181,21 @@ class _Embedding:
                 break
             groups = self._round(groups)
 
+    def _labels(self, groups: list[list[int]]) -> list[str] | None:
+        """Name each request by its first text's row key (errors name rows, not positions)."""
+        if self.labels is None:
+            return None
+        owner = self.items.owner
+        return [
+            self.labels[owner[g[0]]] + (f" (+{len(g) - 1} texts)" if len(g) > 1 else "")
+            for g in groups
+        ]
+
     def _round(self, groups: list[list[int]]) -> list[list[int]]:
         requests = item_requests(self.spec, self.items, groups)
-        results = run_requests(self.runner, requests, self.context, self.stats)
+        results = run_requests(
+            self.runner, requests, self.context, self.stats, labels=self._labels(groups)
+        )
         split: list[list[int]] = []
         for group, request in zip(groups, requests, strict=True):
             result = results[request.key]
