@@ -133,6 +133,7 @@ class JobRunner:
             crash_point("batch_created")
             job.batch_id, job.status = batch.id, batch.status
             await self._record(job, "created")
+            crash_point("batch_submitted")
             self._say(job, f"submitted ({batch.status})", force=True)
 
     async def _find(self, job: BatchJob, failed: Exception | None = None) -> Any | None:

@@ -9,9 +9,10 @@ Points: ``journal_append`` (a response is on the journal, nothing committed),
 ``cache_commit`` (a flush is about to commit to Delta; its journal is intact),
 ``cache_committed`` (the flush is in Delta; its journal segment is not yet removed),
 ``before_ledger`` (responses durable in the cache, ledger not yet written), ``batch_created``
-(a batch exists at the provider, its job is not yet logged ``created``), ``batch_ended`` (the
-job is logged ``ended``, nothing downloaded), ``batch_download`` (the first 64 KiB of a batch
-result file received, the rest not).
+(a batch exists at the provider, its job is not yet logged ``created``), ``batch_submitted``
+(the job is logged ``created``, not yet polled), ``batch_ended`` (the job is logged ``ended``,
+nothing downloaded), ``batch_download`` (the first 64 KiB of a batch result file received, the
+rest not), ``batch_merged`` (a job's answers are in the cache and it is logged ``merged``).
 """
 
 from __future__ import annotations

@@ -297,6 +297,7 @@ class BatchSim:
                     "batch_cancel_failures": cfg.batch_cancel_failures,
                     "batch_create_failures": cfg.batch_create_failures,
                     "batch_fault_drop": cfg.batch_fault_drop,
+                    "batch_cancel_share": cfg.batch_cancel_share,
                 },
             }
         )
@@ -332,7 +333,8 @@ class BatchSim:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(batch.cancel.wait(), timeout=cfg.batch_delay_s)
         if batch.cancel.is_set():
-            done = batch.answered(cfg.batch_delay_s)
+            share = cfg.batch_cancel_share
+            done = batch.answered(cfg.batch_delay_s) if share is None else int(len(lines) * share)
             await self._finish(batch, lines, done, "cancelled")
         elif expire:
             await self._finish(batch, lines, len(lines) // 2, "expired")

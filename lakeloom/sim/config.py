@@ -99,6 +99,13 @@ class SimConfig(BaseModel):
         description="Batch API: the first N batch creations answer HTTP 500 although the batch "
         "was created (it runs and bills: the client must find it, not create another).",
     )
+    batch_cancel_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Batch API: share of lines a cancelled batch has answered (default: in "
+        "proportion to the time it ran; set it for tests that must not depend on timing).",
+    )
     batch_fault_drop: bool = Field(
         False,
         description="Batch API: the injected download/cancel/create failures drop the "
