@@ -19,10 +19,14 @@ P2  Requests/s with zero latency and no limits (simulator in another process).
 P3  Rows/s of a fully cached re-run of 1,000,000 rows, end to end: render the canonical bodies
     from a polars frame, hash them, join the cache (a Delta table of 1 M responses), build the
     results frame in input order.
+P3 big  The same re-run of 1 M rows against a cache of 5 M responses (1 M of them hit), in a
+    child process: rows/s and the child's peak RSS (VmHWM), so memory shows it follows the
+    partition, not the cache. The 5 M cache is written straight to Delta with the cache's schema.
 
 The last line is one JSON object with the figures.
 
 Usage: .venv/bin/python bench/engine.py [--window-s 20] [--p3-rows 1000000]
+       [--p3-big-cached 5000000] [--p3-big-rows 1000000] [--only p1,p2,p3,p3big]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,8 +49,9 @@ import aiohttp
 import openai
 import polars as pl
 
-from lakeloom.core.hashing import canonical_bodies, request_keys
-from lakeloom.engine.cache import ResponseCache
+from lakeloom.core.hashing import cache_keys, canonical_bodies, request_keys
+from lakeloom.delta import write_table
+from lakeloom.engine.cache import SCHEMA, ResponseCache
 from lakeloom.engine.client import ProviderConfig
 from lakeloom.engine.limiter import UnlimitedLimiter
 from lakeloom.engine.runner import Engine
@@ -223,18 +229,25 @@ def p2(n_engine: int, n_sdk: int, repeats: int) -> dict[str, float]:
     return best
 
 
-def p3(rows: int) -> dict[str, float]:
-    storage = Storage.from_env()
-    df = pl.DataFrame(
-        {"text": [f"review {i}: the film was fine, the ending weak" for i in range(rows)]}
+P3_PROVIDER = ProviderConfig(kind="compatible", base_url="http://127.0.0.1:9/v1")  # never called
+P3_TEMPLATE = {
+    "model": "gpt-4o-mini",
+    "max_tokens": MAX_TOKENS,
+    "messages": [{"role": "user", "content": pl.format("Label: {}", pl.col("text"))}],
+}
+
+
+def p3_frame(rows: int, tag: str = "review") -> pl.DataFrame:
+    return pl.DataFrame({"i": pl.int_range(0, rows, eager=True)}).select(
+        pl.format("{} {}: the film was fine, the ending weak", pl.lit(tag), pl.col("i")).alias(
+            "text"
+        )
     )
-    template = {
-        "model": "gpt-4o-mini",
-        "max_tokens": MAX_TOKENS,
-        "messages": [{"role": "user", "content": pl.format("Label: {}", pl.col("text"))}],
-    }
-    t = time.perf_counter()
-    keys = request_keys("chat.completions", canonical_bodies(df, template))
+
+
+def p3_entries(df: pl.DataFrame) -> pl.DataFrame:
+    """Cache rows (the cache's schema) answering every row of ``df`` under the P3 provider."""
+    keys = request_keys("chat.completions", canonical_bodies(df, P3_TEMPLATE))
     answer = pl.format(
         '{{"id":"c{}","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,'
         '"message":{{"role":"assistant","content":"label {}"}},"finish_reason":"stop"}}],'
@@ -242,25 +255,29 @@ def p3(rows: int) -> dict[str, float]:
         pl.col("i"),
         pl.col("i"),
     )
-    seed = (
-        pl.DataFrame({"request_hash": keys})
+    return (
+        pl.DataFrame({"request_hash": cache_keys(keys, P3_PROVIDER.cache_namespace)})
         .with_row_index("i")
         .with_columns(
             model=pl.lit("gpt-4o-mini"),
             endpoint=pl.lit("chat.completions"),
             response=answer,
-            input_tokens=pl.lit(18),
-            output_tokens=pl.lit(3),
+            input_tokens=pl.lit(18, dtype=pl.Int64),
+            output_tokens=pl.lit(3, dtype=pl.Int64),
+            created_at=pl.lit(0).cast(pl.Datetime("us", "UTC")),
         )
-        .drop("i")
+        .select(list(SCHEMA))
     )
-    added = ResponseCache(storage).put(seed)
+
+
+def p3(rows: int) -> dict[str, float]:
+    storage = Storage.from_env()
+    df = p3_frame(rows)
+    template = P3_TEMPLATE
+    t = time.perf_counter()
+    added = ResponseCache(storage).put(p3_entries(df))
     seed_s = time.perf_counter() - t
-    engine = Engine(
-        ProviderConfig(kind="compatible", base_url="http://127.0.0.1:9/v1"),
-        limiter=UnlimitedLimiter(),
-        storage=storage,
-    )
+    engine = Engine(P3_PROVIDER, limiter=UnlimitedLimiter(), storage=storage)
     rates = []
     for _ in range(2):
         t = time.perf_counter()
@@ -268,6 +285,69 @@ def p3(rows: int) -> dict[str, float]:
         rates.append(rows / (time.perf_counter() - t))
         assert run.stats.cache_hits == rows and run.results.height == rows
     return {"rows_s": max(rates), "first_rows_s": rates[0], "seeded": added, "seed_s": seed_s}
+
+
+def p3_big(cached: int, rows: int) -> dict[str, float]:
+    """Write a cache of ``cached`` responses (``rows`` of them answer the re-run) straight to
+    Delta in 1 M-row appends, then time the re-run in a child process that reports its VmHWM."""
+    home = Path(os.environ["LAKELOOM_HOME"]) / "p3big"
+    storage = Storage(root=str(home / "delta"))
+    uri = storage.table_uri("_lakeloom", "cache")
+    t = time.perf_counter()
+    chunks = [p3_frame(rows)]
+    chunks += [
+        p3_frame(min(1_000_000, cached - rows - start), tag=f"other-{start}")
+        for start in range(0, max(0, cached - rows), 1_000_000)
+    ]
+    for df in chunks:
+        write_table(p3_entries(df).sort("request_hash"), uri, partition_by=["model"])
+        del df
+    build_s = time.perf_counter() - t
+    del chunks
+    env = {**os.environ, "LAKELOOM_HOME": str(home), "LAKELOOM_STORAGE_ROOT": str(home / "delta")}
+    child = subprocess.run(
+        [sys.executable, __file__, "--p3-big-child", str(rows)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"P3 big child failed: {child.stderr[-3000:]}")
+    out = json.loads(child.stdout.strip().splitlines()[-1])
+    return {**out, "build_s": build_s, "cached": cached}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def p3_big_child(rows: int) -> None:
+    """The re-run side of P3 big: two fully cached passes, then one JSON line."""
+    engine = Engine(P3_PROVIDER, limiter=UnlimitedLimiter(), storage=Storage.from_env())
+    df = p3_frame(rows)
+    rates = []
+    for _ in range(2):
+        t = time.perf_counter()
+        run = engine.run_bodies("chat.completions", canonical_bodies(df, P3_TEMPLATE))
+        rates.append(rows / (time.perf_counter() - t))
+        assert run.stats.cache_hits == rows and run.results.height == rows
+        del run
+    scans = engine.cache.scan_stats if engine.cache is not None else None
+    figures = {
+        "rows_s": max(rates),
+        "first_rows_s": rates[0],
+        "peak_rss_mb": _peak_rss_mb(),
+        "rows_read_per_lookup": scans.rows_read / max(scans.lookups, 1) if scans else None,
+        "files_read_per_lookup": scans.files_read / max(scans.lookups, 1) if scans else None,
+    }
+    print(json.dumps(figures), flush=True)
 
 
 def main() -> None:
@@ -283,12 +363,51 @@ def main() -> None:
     parser.add_argument("--p2-sdk-requests", type=int, default=1_000)
     parser.add_argument("--p2-repeats", type=int, default=2)
     parser.add_argument("--p3-rows", type=int, default=1_000_000)
+    parser.add_argument("--p3-big-cached", type=int, default=5_000_000)
+    parser.add_argument("--p3-big-rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--only", default="p1,p2,p3,p3big", help="comma-separated subset (the JSON has their keys)"
+    )
+    parser.add_argument("--p3-big-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.p3_big_child:
+        p3_big_child(args.p3_big_child)
+        return
+    only = set(args.only.split(","))
     home = tempfile.mkdtemp(prefix="lakeloom-bench-")
     os.environ["LAKELOOM_HOME"] = home
     os.environ["LAKELOOM_STORAGE_ROOT"] = str(Path(home) / "delta")
     started = time.perf_counter()
+    figures: dict[str, float] = {}
+    if "p1" in only:
+        figures.update(run_p1(args))
+    if "p2" in only:
+        figures.update(run_p2(args))
+    if "p3" in only:
+        three = p3(args.p3_rows)
+        print(
+            f"P3: fully cached re-run of {args.p3_rows:,} rows: {three['rows_s']:,.0f} rows/s "
+            f"(first pass {three['first_rows_s']:,.0f}; cache seeded in {three['seed_s']:.1f} s)",
+            flush=True,
+        )
+        figures["p3_rows_s"] = round(three["rows_s"], 0)
+    if "p3big" in only:
+        big = p3_big(args.p3_big_cached, args.p3_big_rows)
+        print(
+            f"P3 big: fully cached re-run of {args.p3_big_rows:,} rows against a cache of "
+            f"{big['cached']:,}: {big['rows_s']:,.0f} rows/s (first pass "
+            f"{big['first_rows_s']:,.0f}), peak RSS {big['peak_rss_mb']:,.0f} MB; "
+            f"{big['rows_read_per_lookup']:,.0f} rows and {big['files_read_per_lookup']:.0f} "
+            f"files read per lookup; cache written in {big['build_s']:.1f} s",
+            flush=True,
+        )
+        figures["p3_big_rows_s"] = round(big["rows_s"], 0)
+        figures["p3_big_peak_rss_mb"] = round(big["peak_rss_mb"], 0)
+    print(f"total {time.perf_counter() - started:.0f} s", flush=True)
+    sys.stdout.write(json.dumps(figures) + "\n")
 
+
+def run_p1(args: argparse.Namespace) -> dict[str, float]:
     print(
         f"P1: limits {RPM} rpm / {TPM:,} tpm, {MAX_TOKENS} max_tokens, "
         f"{args.window_s:.0f} s window after {WARMUP_S:.0f} s warm-up",
@@ -303,23 +422,7 @@ def main() -> None:
             f"({f['rejected_429']} of {f['served']})",
             flush=True,
         )
-
-    two = p2(args.p2_requests, args.p2_sdk_requests, args.p2_repeats)
-    print(
-        f"P2: zero latency, no limits (req/s, best of {args.p2_repeats} interleaved runs)",
-        flush=True,
-    )
-    for name, value in two.items():
-        print(f"  {name:24s} {value:8.0f}", flush=True)
-
-    three = p3(args.p3_rows)
-    print(
-        f"P3: fully cached re-run of {args.p3_rows:,} rows: {three['rows_s']:,.0f} rows/s "
-        f"(first pass {three['first_rows_s']:,.0f}; cache seeded in {three['seed_s']:.1f} s)",
-        flush=True,
-    )
-    print(f"total {time.perf_counter() - started:.0f} s", flush=True)
-    figures = {
+    return {
         "p1_limit_use": round(one["lakeloom"]["limit_use"], 4),
         "p1_429_per_ok": round(one["lakeloom"]["429_per_ok"], 5),
         "p1_vs_baseline": round(one["lakeloom"]["req_s"] / max(one["baseline"]["req_s"], 1e-9), 3),
@@ -327,14 +430,24 @@ def main() -> None:
         "p1_baseline_429_per_ok": round(one["baseline"]["429_per_ok"], 5),
         "p1_baseline_c64_limit_use": round(one["baseline_c64"]["limit_use"], 4),
         "p1_baseline_c64_429_per_ok": round(one["baseline_c64"]["429_per_ok"], 5),
+    }
+
+
+def run_p2(args: argparse.Namespace) -> dict[str, float]:
+    two = p2(args.p2_requests, args.p2_sdk_requests, args.p2_repeats)
+    print(
+        f"P2: zero latency, no limits (req/s, best of {args.p2_repeats} interleaved runs)",
+        flush=True,
+    )
+    for name, value in two.items():
+        print(f"  {name:24s} {value:8.0f}", flush=True)
+    return {
         "p2_req_s": round(two["lakeloom"], 1),
         "p2_vs_raw": round(two["lakeloom"] / two["sdk_baseline"], 3),
         "p2_baseline_req_s": round(two["sdk_baseline"], 1),
         "p2_shared_limiter_req_s": round(two["lakeloom_shared_limiter"], 1),
         "p2_aiohttp_ceiling_req_s": round(two["raw_aiohttp"], 1),
-        "p3_rows_s": round(three["rows_s"], 0),
     }
-    sys.stdout.write(json.dumps(figures) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ A lookup used to collect every cached response of the models asked about and joi
 Here the key filter runs inside the scan instead: the Delta log's per-file ``request_hash``
 min/max statistics drop files that cannot hold any wanted key (and the ``model`` partition
 drops other models), then each remaining Parquet file is read with ``request_hash IN keys``
-pushed down, so row groups outside the keys' range are skipped and only matching rows are
-materialized. Files are written sorted by ``request_hash``, which keeps their row groups'
-ranges narrow. :class:`ScanStats` counts files and rows read, which tests assert on.
+pushed down (on the keys' first 64 bits as integers), so only matching rows are materialized.
+Files are written sorted by ``request_hash``, which keeps the key ranges of their row groups
+(and of files written from key-sorted data) narrow. :class:`ScanStats` counts files and rows
+read, which tests assert on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 _PREFIX = 16  # compare key ranges on 16 hex chars: safe even if statistics were truncated
+_PRUNE_KEYS_PER_FILE = 1024  # above this many keys per file, ranges are not worth checking
 
 
 @dataclass(slots=True)
@@ -56,10 +58,14 @@ def _file_table(table: DeltaTable) -> pl.DataFrame:
     )
 
 
-def _prune(files: pl.DataFrame, keys: pl.Series, models: Sequence[str] | None) -> pl.DataFrame:
-    """Keep the files that may hold one of ``keys`` (a sorted, distinct prefix Series)."""
+def _prune(
+    files: pl.DataFrame, keys: pl.Series | None, models: Sequence[str] | None
+) -> pl.DataFrame:
+    """Keep the files that may hold one of ``keys`` (sorted distinct prefixes; None: any)."""
     if models:
         files = files.filter(pl.col("model").is_null() | pl.col("model").is_in(list(models)))
+    if keys is None:
+        return files
     if files.is_empty() or keys.is_empty():
         return files.clear() if keys.is_empty() else files
     # first wanted prefix >= the file's min; the file may hold a key iff that one <= its max
@@ -87,16 +93,19 @@ def scan_keys(
         table = DeltaTable(uri, storage_options=storage_options)
     except TableNotFoundError:
         return None
-    wanted = keys.cast(pl.String).drop_nulls().unique()
-    prefixes = wanted.str.slice(0, _PREFIX).unique().sort()
+    wanted = keys.cast(pl.String).drop_nulls()
     files = _file_table(table)
-    kept = _prune(files, prefixes, models)
+    if wanted.len() <= _PRUNE_KEYS_PER_FILE * max(files.height, 1):
+        kept = _prune(files, wanted.str.slice(0, _PREFIX).unique().sort(), models)
+    else:  # so many keys that every file's range holds some: only the model partition prunes
+        kept = _prune(files, None, models)
     stats.lookups += 1
     stats.files_total += files.height
     stats.files_read += kept.height
     columns = list(schema)
     if kept.is_empty():
         return pl.DataFrame(schema=dict(schema))
+    wanted_rows = _key_filter(wanted)
     frames: list[pl.LazyFrame] = []
     for (model,), group in kept.group_by("model", maintain_order=True):
         read = [c for c in columns if c != "model" or model is None]
@@ -105,7 +114,7 @@ def scan_keys(
             storage_options=storage_options,
             hive_partitioning=False,
             missing_columns="insert",
-        ).filter(pl.col("request_hash").is_in(wanted.implode()))
+        ).filter(wanted_rows)
         lf = lf.select(read)
         if model is not None and "model" in columns:
             lf = lf.with_columns(pl.lit(model, dtype=pl.String).alias("model"))
@@ -113,3 +122,16 @@ def scan_keys(
     out = pl.concat(frames, how="vertical_relaxed").collect()
     stats.rows_read += out.height
     return out
+
+
+def _key_filter(wanted: pl.Series) -> pl.Expr:
+    """``request_hash IN wanted``, on the keys' first 64 bits as integers when they are hex.
+
+    Probing a set of integers is about three times faster than one of strings; a 64-bit
+    clash can only add a row the caller then drops by comparing the full key.
+    """
+    k64 = wanted.str.slice(0, _PREFIX).str.to_integer(base=16, dtype=pl.UInt64, strict=False)
+    if k64.null_count():  # not hex keys (never produced by lakeloom): compare whole strings
+        return pl.col("request_hash").is_in(wanted.implode())
+    stored = pl.col("request_hash").str.slice(0, _PREFIX)
+    return stored.str.to_integer(base=16, dtype=pl.UInt64, strict=False).is_in(k64.implode())
