@@ -193,3 +193,51 @@ def test_limiter_keys_built_elsewhere_are_cleaned_before_they_are_stored(tmp_pat
         stored = [row[0] for row in conn.execute("SELECT key FROM limiter_state")]
     assert stored == ["team:http://h/v1"]
     _no_secret(path.read_bytes())
+
+
+def test_llm_asset_with_a_password_in_limiter_url_leaks_nowhere_in_dagster(
+    redis_with_password, sim_server, tmp_path, caplog, capfd
+):
+    """Materialization metadata, the event log, run records, Delta tables: no password."""
+    import dagster as dg
+    import polars as pl
+    from pydantic import BaseModel
+
+    from lakeloom.assets.factories import generated_asset
+    from lakeloom.io_managers import DeltaIOManager
+    from lakeloom.resources.llm import LLMResource
+
+    url, _ = redis_with_password
+
+    @dg.asset
+    def notes() -> pl.DataFrame:
+        return pl.DataFrame({"id": [f"n{i}" for i in range(6)], "text": ["fine"] * 6})
+
+    class Label(BaseModel):
+        label: str
+
+    labels = generated_asset(
+        "labels", notes, "Label: {text}", Label, key="id", model="gpt-4o-mini", retry_policy=None
+    )
+    sim = sim_server()
+    root = tmp_path / "lake"
+    caplog.set_level(logging.DEBUG)
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        result = dg.materialize(
+            [notes, labels],
+            resources={
+                "io_manager": DeltaIOManager(root=str(root), storage_options={}),
+                "llm": LLMResource(base_url=sim.base_url, limiter_url=url, rpm=6000),
+            },
+            instance=instance,
+        )
+        assert result.success
+        metadata = [str(m.metadata) for m in result.asset_materializations_for_node("labels")]
+        events = [
+            str(r.event_log_entry) for r in instance.get_records_for_run(result.run_id).records
+        ]
+    out, err = capfd.readouterr()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    _no_secret(caplog.text, out, err, *metadata, *events, *(p.read_bytes() for p in files))
