@@ -241,3 +241,22 @@ def test_llm_asset_with_a_password_in_limiter_url_leaks_nowhere_in_dagster(
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.suffix == ".parquet" for p in files)
     _no_secret(caplog.text, out, err, *metadata, *events, *(p.read_bytes() for p in files))
+
+
+def test_batch_jobs_table_records_the_provider_without_url_secrets(sim_engine):
+    """The Batch API job log (a Delta table) names the provider by its cleaned limiter key."""
+    from lakeloom.engine.batch_api import BatchRunner, BatchSettings
+    from lakeloom.engine.batch_store import BatchStore
+    from lakeloom.engine.limiter import UnlimitedLimiter
+
+    key = f"team:http://user:{URL_PASSWORD}@gw.example/v1?api-key={QUERY_KEY}"
+    sim, engine = sim_engine(
+        engine_limiter=UnlimitedLimiter(), batch_delay_s=0.2, provider_provider_key=key
+    )
+    runner = BatchRunner(engine, BatchSettings(poll_interval_s=0.1, poll_max_interval_s=0.3))
+    run = runner.run_bodies("chat.completions", chat_bodies(5, model="sim-priced"))
+    assert (run.results["status"] == "ok").all()
+    table = BatchStore(engine.storage).read()
+    assert table["provider"].unique().to_list() == ["team:http://gw.example/v1"]
+    files = [p for p in Path(engine.storage.root).rglob("*") if p.is_file()]
+    _no_secret(table.to_dicts(), *(p.read_bytes() for p in files))
