@@ -1,22 +1,29 @@
 """A load generator for limiter tests: ``python -m tests.engine.limiter_worker BASE_URL ...``.
 
 Sends ``--n`` chat requests with ``--concurrency`` tasks through the shared limiter (each task
-retries a 429 after its Retry-After, like the engine's client) and prints one JSON line. It uses
-httpx directly: importing the openai SDK costs seconds per process on a busy CI box.
+retries a 429 after its Retry-After, like the engine's client) and prints one JSON line: the
+counts, and every slot the limiter's store reserved (``tests.fixtures.pacing``), which is what
+the tests assert pacing on. ``--barrier DIR`` starts several workers together without a clock:
+each touches ``DIR/ready-<pid>`` and waits for ``DIR/go``. It uses httpx directly: importing the
+openai SDK costs seconds per process on a busy CI box.
 """
 
 import argparse
 import asyncio
 import json
+import os
 import time
+from pathlib import Path
 
 import httpx
 
 from lakeloom.engine.limiter import make_limiter
+from tests.fixtures.pacing import Schedule
 
 
 async def run(args: argparse.Namespace) -> dict:
     limiter = make_limiter(args.key, rpm=args.rpm, tpm=args.tpm, url=args.url)
+    schedule = Schedule(limiter.store)  # make_limiter with a url: a SharedLimiter
     client = httpx.AsyncClient(
         base_url=args.base_url,
         headers={"Authorization": "Bearer sim"},
@@ -50,10 +57,25 @@ async def run(args: argparse.Namespace) -> dict:
                 counts["ok"] += 1
                 return
 
-    t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(args.n)))
     await client.aclose()
-    return {**counts, "elapsed_s": time.perf_counter() - t0}
+    charged = schedule.charged_tokens + limiter._fb.extra_tokens  # + feedback not yet sent
+    return {
+        **counts,
+        "limit_429s": limiter.limit_429s,
+        "charged_tokens": charged,
+        "slots": schedule.as_json(),
+    }
+
+
+def wait_for_go(barrier: Path, timeout_s: float = 120.0) -> None:
+    """Say ready, then wait until the test says go (the deadline only bounds a hang)."""
+    (barrier / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout_s
+    while not (barrier / "go").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("no go from the test")
+        time.sleep(0.01)
 
 
 def main() -> None:
@@ -68,11 +90,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=50)
     parser.add_argument("--reserve-scale", type=float, default=1.0, help="misestimate tokens")
     parser.add_argument("--counted", action="store_true", help="pass counted_tokens")
-    parser.add_argument("--start-at", type=float, default=0.0, help="wall-clock start time")
+    parser.add_argument("--barrier", type=Path, default=None, help="start together (see above)")
     args = parser.parse_args()
-    delay = args.start_at - time.time()
-    if delay > 0:
-        time.sleep(delay)
+    if args.barrier is not None:
+        wait_for_go(args.barrier)
     print(json.dumps(asyncio.run(run(args))), flush=True)
 
 

@@ -9,6 +9,7 @@ from lakeloom.engine.limiter import UnlimitedLimiter, make_limiter, open_store
 from lakeloom.engine.limiter_core import Tuning
 from lakeloom.engine.limiter_shared import SharedLimiter
 from lakeloom.engine.limiter_stores import LimiterUnavailable, MemoryStore, SQLiteStore
+from tests.fixtures.pacing import Schedule, admit_n, assert_paced, paced_gaps
 
 
 class CountingStore(MemoryStore):
@@ -22,38 +23,23 @@ class CountingStore(MemoryStore):
         return await super().exchange(*args, **kwargs)
 
 
-async def admit_for(limiter, seconds, tokens=10, tasks=50):
-    """Admissions granted in ``seconds`` by ``tasks`` greedy tasks."""
-    granted = []
-    deadline = time.monotonic() + seconds
-
-    async def worker():
-        while True:
-            adm = await limiter.acquire(tokens)
-            if adm.granted_at <= deadline:
-                granted.append(adm.granted_at)
-
-    workers = [asyncio.create_task(worker()) for _ in range(tasks)]
-    await asyncio.sleep(seconds)
-    for task in workers:
-        task.cancel()
-    await asyncio.gather(*workers, return_exceptions=True)
-    return granted
-
-
 def test_paces_requests_at_the_limit_with_many_tasks(request):
-    limiter = make_limiter(request.node.name, rpm=1200, url="memory://")  # 20/s
-    granted = asyncio.run(admit_for(limiter, 1.5))
-    # local bucket 0.25 s = 5, then 0.97 * 20/s
-    assert 5 + 0.97 * 20 * 1.5 - 3 <= len(granted) <= 5 + 0.97 * 20 * 1.5 + 1
-    gaps = [b - a for a, b in zip(granted[5:], granted[6:], strict=False)]
-    assert min(gaps) > 0.035  # smooth: never a burst after the first bucket
+    store = MemoryStore()
+    schedule = Schedule(store)
+    limiter = SharedLimiter(request.node.name, store, rpm=1200)  # 20/s
+    granted = asyncio.run(admit_n(limiter, 40))
+    assert len(granted) == 40 and len(schedule.slots) == 40
+    # local bucket 0.25 s = 5, then 0.985 * 20/s
+    assert_paced(schedule.slots, gap=1 / (0.985 * 20), bucket=5)
+    assert sum(not s.waited for s in schedule.slots) <= 5 + 2  # the bucket, no more
 
 
-def test_paces_tokens():
-    limiter = make_limiter("tokens", tpm=60_000, url="memory://")  # 1000 tokens/s
-    granted = asyncio.run(admit_for(limiter, 1.0, tokens=100))
-    assert 2 + 9.7 - 2 <= len(granted) <= 2 + 9.7 + 1
+def test_paces_tokens(request):
+    store = MemoryStore()
+    schedule = Schedule(store)
+    limiter = SharedLimiter(request.node.name, store, tpm=60_000)  # 1000 tokens/s
+    asyncio.run(admit_n(limiter, 14, tokens=100))
+    assert_paced(schedule.slots, gap=100 / 985, bucket=2.5)
 
 
 def test_unknown_limits_cost_no_store_round_trip():
@@ -63,22 +49,32 @@ def test_unknown_limits_cost_no_store_round_trip():
     async def burst():
         first = await limiter.acquire(100)
         limiter.record(first, status_code=200, headers={}, used_tokens=10)  # no limit headers
-        t0 = time.perf_counter()
         admitted = [await limiter.acquire(100) for _ in range(2000)]
-        return admitted, time.perf_counter() - t0
+        return admitted
 
-    admitted, elapsed = asyncio.run(burst())
-    assert len(admitted) == 2000 and elapsed < 0.2
+    sleeps = []
+    real_sleep = asyncio.sleep
+
+    async def counting_sleep(delay, *args):
+        sleeps.append(delay)
+        return await real_sleep(delay, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(asyncio, "sleep", counting_sleep)
+        admitted = asyncio.run(burst())
+    assert len(admitted) == 2000
+    assert sleeps == []  # nobody waited: the fast path
     assert store.calls <= 2  # the first look and one refresh at most
 
 
 def test_probe_before_the_first_answer_when_limits_are_unknown():
-    limiter = SharedLimiter("probe", MemoryStore(), probe=3, probe_wait_s=5.0)
+    limiter = SharedLimiter("probe", MemoryStore(), probe=3, probe_wait_s=120.0)
 
     async def run():
         early = [await limiter.acquire(1) for _ in range(3)]  # the probe goes at once
         waiting = asyncio.ensure_future(limiter.acquire(1))
-        await asyncio.sleep(0.1)
+        for _ in range(20):  # it polls for an answer; give it many turns of the loop
+            await asyncio.sleep(0.005)
         assert not waiting.done()  # the rest waits for an answer ...
         limiter.record(early[0], status_code=200, headers={}, used_tokens=None)
         await asyncio.wait_for(waiting, 1.0)  # ... and goes once one arrived
@@ -88,6 +84,7 @@ def test_probe_before_the_first_answer_when_limits_are_unknown():
 
 def test_learns_limits_from_headers_and_starts_pacing():
     store = CountingStore()
+    schedule = Schedule(store)
     limiter = SharedLimiter("learn", store)
 
     async def run():
@@ -102,15 +99,15 @@ def test_learns_limits_from_headers_and_starts_pacing():
             },
             used_tokens=5,
         )
-        t0 = time.monotonic()
         for _ in range(6):
             await limiter.acquire(10)
-        return time.monotonic() - t0
 
-    elapsed = asyncio.run(run())
-    # local bucket: min(0.25 s * 10/s, half of the provider's 10) = 2.5 -> the rest paced at 9.7/s
-    assert 0.3 < elapsed < 0.6
-    assert store.calls >= 1
+    asyncio.run(run())
+    # local bucket: min(0.25 s * 10/s, half of the provider's 10) = 2.5 -> the rest paced at 9.85/s
+    assert schedule.decisions[-1].limited and store.calls >= 1
+    assert len(schedule.slots) == 7  # the first look, then six
+    assert sum(s.waited for s in schedule.slots) >= 6 - 3  # paced once learned
+    assert_paced(schedule.slots, gap=1 / (0.985 * 10), bucket=2.5)
 
 
 def test_limit_429_pauses_with_retry_after_and_cuts_the_rate(request):
@@ -118,6 +115,7 @@ def test_limit_429_pauses_with_retry_after_and_cuts_the_rate(request):
 
     async def run():
         adm = await limiter.acquire(1)
+        before = time.monotonic()
         limiter.record(
             adm,
             status_code=429,
@@ -125,11 +123,16 @@ def test_limit_429_pauses_with_retry_after_and_cuts_the_rate(request):
                      "x-ratelimit-limit-requests": "6000"},
             used_tokens=None,
         )  # fmt: skip
-        t0 = time.monotonic()
-        await limiter.acquire(1)
-        return time.monotonic() - t0
+        recorded = time.monotonic()
+        paused_until = limiter._pause_until
+        after = await limiter.acquire(1)
+        return before, recorded, paused_until, after
 
-    assert 0.38 < asyncio.run(run()) < 0.7
+    before, recorded, paused_until, after = asyncio.run(run())
+    # the pause is the Retry-After from the moment it was read (not more, not less) ...
+    assert before + 0.4 <= paused_until <= recorded + 0.4
+    # ... and the next admission comes after it
+    assert after.granted_at + 0.005 >= paused_until
     assert limiter.limit_429s == 1
     state = open_store("memory://")
     assert isinstance(state, MemoryStore)
@@ -147,11 +150,11 @@ def test_429_with_budget_left_is_not_a_limit_signal():
                      "x-ratelimit-limit-requests": "6000"},
             used_tokens=None,
         )  # fmt: skip
-        t0 = time.monotonic()
         await limiter.acquire(1)
-        return time.monotonic() - t0
+        return adm
 
-    assert asyncio.run(run()) < 0.1
+    adm = asyncio.run(run())
+    assert limiter._pause_until <= adm.granted_at  # no pause: the 5 s Retry-After is not ours
     assert limiter.limit_429s == 0
 
 
@@ -159,13 +162,17 @@ def test_sqlite_state_is_shared_by_two_limiters(tmp_path):
     url = f"sqlite:///{tmp_path / 'lim.sqlite'}"
     a = make_limiter("shared", rpm=600, url=url)
     b = make_limiter("shared", rpm=600, url=url)
+    stores = [a.store] if a.store is b.store else [a.store, b.store]
+    schedules = [Schedule(store) for store in stores]
 
     async def run():
-        grants = await asyncio.gather(admit_for(a, 1.0, tasks=10), admit_for(b, 1.0, tasks=10))
-        return sum(len(g) for g in grants)
+        await asyncio.gather(admit_n(a, 12, tasks=10), admit_n(b, 12, tasks=10))
 
-    total = asyncio.run(run())
-    assert total <= 2.5 + 0.97 * 10 * 1.0 + 1  # one budget for both, not two
+    asyncio.run(run())
+    both = [slot for schedule in schedules for slot in schedule.slots]
+    assert len(both) == 24
+    # one budget for both, not two: the merged schedule is paced at one limit (10/s, bucket 2.5)
+    assert_paced(both, gap=1 / (0.985 * 10), bucket=2.5)
     state = SQLiteStore(tmp_path / "lim.sqlite").read("shared")
     assert state is not None and state.tr > 0
 
@@ -191,21 +198,28 @@ def test_custom_tuning_is_used():
     assert limiter.tuning.burst_s == 0.1
 
 
-def test_counted_tokens_refund_an_overestimate():
+def test_counted_tokens_refund_an_overestimate(request):
     """Reserving 200 tokens that the provider counts as 100 must not halve the throughput."""
 
-    async def run(counted):
-        limiter = make_limiter(f"refund-{counted}", tpm=60_000, url="memory://")  # 1000/s
-        granted = 0
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            adm = await limiter.acquire(200)
-            limiter.record(adm, status_code=200, headers={}, used_tokens=60, counted_tokens=counted)
-            granted += 1
-        return granted
+    def run(counted):
+        store = MemoryStore()
+        schedule = Schedule(store)
+        limiter = SharedLimiter(f"{request.node.name}-{counted}", store, tpm=60_000)  # 1000/s
 
-    assert asyncio.run(run(None)) <= 7  # bucket 250 + 970/s, at 200 a request
-    assert asyncio.run(run(100)) >= 11  # at the 100 the provider really counted
+        async def go():
+            for _ in range(12):
+                adm = await limiter.acquire(200)
+                limiter.record(
+                    adm, status_code=200, headers={}, used_tokens=60, counted_tokens=counted
+                )
+
+        asyncio.run(go())
+        gaps = sorted(paced_gaps(schedule.slots))
+        return gaps[len(gaps) // 2]
+
+    # paced: 200 tokens a request at 985 tokens/s; refunded: at the 100 the provider counted
+    assert run(None) == pytest.approx(200 / 985, rel=0.01)
+    assert run(100) == pytest.approx(100 / 985, rel=0.01)
 
 
 def test_sqlite_file_from_an_older_schema_is_upgraded(tmp_path):

@@ -2,16 +2,20 @@
 
 Usage: python -m tests.scale.engine_worker BASE_URL --n 60 --rpm 1200 --limiter-url redis://...
 Storage (Delta cache, cost ledger) comes from LAKELOOM_STORAGE_*; the journal from LAKELOOM_HOME.
-Prints one JSON line: the run's stats, its distinct error messages and its wall time.
+Prints one JSON line: the run's stats, its distinct error messages and every slot the shared
+limiter's store reserved (``tests.fixtures.pacing``: what pacing is asserted on). ``--barrier
+DIR`` starts several workers together without a clock (``tests.fixtures.together``).
 """
 
 import argparse
 import json
-import time
+from pathlib import Path
 
 from lakeloom.engine.client import ProviderConfig
 from lakeloom.engine.runner import Engine
+from tests.engine.limiter_worker import wait_for_go
 from tests.fixtures.engine import chat_bodies
+from tests.fixtures.pacing import Schedule
 
 
 def main() -> None:
@@ -23,7 +27,7 @@ def main() -> None:
     parser.add_argument("--limiter-url", required=True)
     parser.add_argument("--key", default="sim:scale")
     parser.add_argument("--tag", default="row")
-    parser.add_argument("--start-at", type=float, default=0.0, help="epoch seconds to start")
+    parser.add_argument("--barrier", type=Path, default=None, help="start together")
     args = parser.parse_args()
     config = ProviderConfig(
         kind="compatible",
@@ -34,12 +38,14 @@ def main() -> None:
         timeout_s=5.0,
     )
     engine = Engine(config, limiter_url=args.limiter_url, progress_interval_s=60)
-    time.sleep(max(0.0, args.start_at - time.time()))
-    started = time.monotonic()
+    schedule = Schedule(engine.limiter.store)
+    if args.barrier is not None:
+        wait_for_go(args.barrier)
     run = engine.run_bodies("chat.completions", chat_bodies(args.n, tag=args.tag))
     errors = run.results["error"].drop_nulls().unique().sort().to_list()
     print(json.dumps({**run.stats.as_metadata(), "error_messages": errors,
-                      "wall_s": time.monotonic() - started}))  # fmt: skip
+                      "slots": schedule.as_json(),
+                      "failed_exchanges": schedule.failed_exchanges}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -58,14 +58,15 @@ def backfill_env(tmp_path, monkeypatch, s3_root, sim_server, redis_url):
     return sim
 
 
-def check_backfill(runs, sim, s3_root, partitions, started: float) -> None:
+def check_backfill(runs, sim, s3_root, partitions) -> None:
     assert [r.partition for r in runs] == list(partitions)
     assert all(r.success for r in runs), runs
-    elapsed = time.monotonic() - started
     stats = sim.stats()
     n = ROWS * len(partitions)
+    # under the limit, on the simulator's own counters (its bucket is the limit: a client over
+    # it meets 429s), not on wall-clock time: at most one limit 429, and no 1 s window over
+    # the bucket (15) plus a second of refill (15)
     assert stats["served"] == n and stats["rejected_429_limit"] <= 1
-    assert stats["served"] <= 15 + 15 * elapsed  # bucket + rate x time: under the limit
     assert stats["peak_requests_1s"] <= 30
     table = pl.read_delta(
         f"{s3_root.root}/assets/doc_labels", storage_options=s3_root.storage_options
@@ -77,9 +78,8 @@ def check_backfill(runs, sim, s3_root, partitions, started: float) -> None:
 def test_multiprocess_executor_runs_a_partition(backfill_env, s3_root, monkeypatch):
     monkeypatch.setenv("LAKELOOM_EXECUTOR", "multiprocess")  # one spawned process per step
     partitions = PARTS.get_partition_keys()[:1]
-    started = time.monotonic()
     runs = run_partitions(JOB, partitions, workers=1)
-    check_backfill(runs, backfill_env, s3_root, partitions, started)
+    check_backfill(runs, backfill_env, s3_root, partitions)
 
 
 def test_celery_worker_backfill_stays_under_the_shared_limit(
@@ -100,9 +100,8 @@ def test_celery_worker_backfill_stays_under_the_shared_limit(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         partitions = PARTS.get_partition_keys()
-        started = time.monotonic()
         runs = run_partitions(JOB, partitions, workers=2)
-        check_backfill(runs, backfill_env, s3_root, partitions, started)
+        check_backfill(runs, backfill_env, s3_root, partitions)
         text = log.read_text()
         # every step (docs + doc_labels per partition) ran as a task on the Celery worker
         assert text.count("execute_plan[") >= 2 * len(partitions)
