@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from lakeloom.core.hashing import cache_keys, canonical_json, request_key, request_keys
+from lakeloom.core.hashing import cache_keys, canonical_bodies, request_key, request_keys
 from lakeloom.core.specs import EmbedSpec
 from lakeloom.engine.provider_limits import Limits, embedding_input_limit, resolve_limits
 from lakeloom.engine.tokens import count_texts, token_windows
@@ -99,13 +99,14 @@ def embed_body(spec: EmbedSpec, texts: str | list[str]) -> dict[str, Any]:
 def input_keys(spec: EmbedSpec, texts: Sequence[str]) -> list[str]:
     """The per-input cache key of each text: the request key of that text sent alone.
 
-    Vectorized with the engine's own key function (``core.hashing.request_keys``): equal to
-    ``request_key("embeddings", _body(spec, text))`` for every text.
+    Vectorized with the engine's own functions (``canonical_bodies`` + ``request_keys``): equal
+    to ``request_key("embeddings", embed_body(spec, text))`` for every text.
     """
     if not texts:
         return []
-    bodies = [canonical_json(embed_body(spec, t)) for t in texts]
-    return request_keys(ENDPOINT, bodies).to_list()
+    frame = pl.DataFrame({"text": list(texts)}, schema={"text": pl.String})
+    template = {**embed_body(spec, ""), "input": pl.col("text")}
+    return request_keys(ENDPOINT, canonical_bodies(frame, template)).to_list()
 
 
 @dataclass(slots=True)

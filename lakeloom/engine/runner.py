@@ -437,13 +437,35 @@ def _blocking(coro: Any) -> Any:
         return pool.submit(_run_sync, coro).result()
 
 
+class _Boxed:
+    """A run's result behind a constant repr.
+
+    ``asyncio.Runner.run`` calls ``signal.getsignal(SIGINT)`` when it finishes, and Python 3.11
+    formats the handler (a partial holding the main task) with ``repr``: a done task's repr
+    includes its result, so a result of a million ``LLMResult`` objects was rendered to text,
+    twice, after every blocking run (seconds per million rows).
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<run result>"
+
+
+async def _boxed(coro: Any) -> _Boxed:
+    return _Boxed(await coro)
+
+
 def _run_sync(coro: Any) -> Any:
     try:
         import uvloop
     except ImportError:  # pragma: no cover
-        return asyncio.run(coro)
+        return asyncio.run(_boxed(coro)).value
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+        return runner.run(_boxed(coro)).value
 
 
 def _finish_cache(cache: ResponseCache) -> None:
