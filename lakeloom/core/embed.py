@@ -245,7 +245,14 @@ class _Embedding:
 
         Each distinct item is charged to its first row; identical items elsewhere cost nothing.
         """
-        ledger, weights = self.ledger, [self.items.tokens[i] for i in group]
+        ledger = self.ledger
+        if len(group) == 1:  # an input alone (most often a cache hit): all of it
+            row = self.items.owner[group[0]]
+            ledger.input_tokens[row] += result.input_tokens
+            ledger.cost_usd[row] += result.cost_usd
+            ledger.attempts[row] += 1
+            return
+        weights = [self.items.tokens[i] for i in group]
         total = sum(weights)
         parts = apportion(result.input_tokens, weights)
         for i, part, weight in zip(group, parts, weights, strict=True):
