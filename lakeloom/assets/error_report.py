@@ -3,7 +3,13 @@
 ``LLMAssetConfig`` is the run config of every embedding/generated asset. With
 ``only_failed: true`` a run sends requests only for the rows of its partition(s) whose stored
 ``_status`` is ``error`` (or that were never processed) and writes them back beside the stored
-ok/skipped rows, so the partition is whole again. From the UI: Materialize → "Open launchpad",
+ok/skipped rows, so the partition is whole again. Rows whose stored answer was received but
+invalid (``_reason`` invalid_output, cut_off, refusal) are asked again rather than replayed from
+the cache: their requests get a key that supersedes the cached answer (recorded in the row's
+``_supersedes``), and later full runs keep using it, so a fixed row stays fixed. Only the
+run's own partitions must have been written by the current code version.
+
+From the UI: Materialize → "Open launchpad",
 ``ops: {review_labels: {config: {only_failed: true}}}``; from a shell:
 ``dagster asset materialize -m lakeloom.definitions --select review_labels --partition books
 --config-json '{"ops": {"review_labels": {"config": {"only_failed": true}}}}'``.
@@ -84,12 +90,7 @@ def prepare_rerun(
     if not config.only_failed:
         return None
     _check_same_code_version(context, asset_key)
-    storage, io_manager = _io_storage(context, io_manager_key)
-    uri = (
-        io_manager.table_uri(asset_key)
-        if hasattr(io_manager, "table_uri")
-        else storage.table_uri("assets", *asset_key.path)
-    )
+    storage, uri = _table(context, io_manager_key, asset_key)
     previous = None
     if table_exists(uri, storage.storage_options):
         stored = scan_table(uri, storage_options=storage.storage_options)
@@ -106,6 +107,56 @@ def prepare_rerun(
     return Rerun(
         to_send=to_send, kept=kept, upstream=upstream, keep=tuple(keep), supersedes=supersedes
     )
+
+
+def _table(
+    context: dg.AssetExecutionContext, io_manager_key: str, asset_key: dg.AssetKey
+) -> tuple[Storage, str]:
+    """The storage and Delta URI the asset's IO manager writes the asset to."""
+    storage, io_manager = _io_storage(context, io_manager_key)
+    uri = (
+        io_manager.table_uri(asset_key)
+        if hasattr(io_manager, "table_uri")
+        else storage.table_uri("assets", *asset_key.path)
+    )
+    return storage, uri
+
+
+def stored_supersedes(
+    context: dg.AssetExecutionContext,
+    *,
+    asset_key: dg.AssetKey,
+    io_manager_key: str,
+    upstream: pl.DataFrame,
+    keep: Sequence[str],
+) -> list[str | None] | None:
+    """Per input row, the ``_supersedes`` its stored row carries (None when no row has one).
+
+    A full run keeps asking under the superseding key for rows an ``only_failed`` re-run fixed,
+    so it reads their new answer from the cache instead of replaying the invalid one.
+    """
+    storage, uri = _table(context, io_manager_key, asset_key)
+    if upstream.is_empty() or not table_exists(uri, storage.storage_options):
+        return None
+    stored = scan_table(uri, storage_options=storage.storage_options)
+    if "_supersedes" not in stored.collect_schema().names():
+        return None
+    keys = list(keep)
+    probe = upstream.select(keys).unique().lazy()
+    found = (
+        stored.filter(pl.col("_supersedes").is_not_null())
+        .select(*keys, "_supersedes")
+        .join(probe, on=keys, how="semi", nulls_equal=True)
+        .unique(subset=keys, keep="any")
+        .collect()
+    )
+    if found.is_empty():
+        return None
+    found = found.with_columns(pl.col(k).cast(upstream.schema[k]) for k in keys)
+    joined = upstream.select(keys).join(
+        found, on=keys, how="left", nulls_equal=True, maintain_order="left"
+    )
+    return joined["_supersedes"].to_list()
 
 
 def _check_same_code_version(context: dg.AssetExecutionContext, asset_key: dg.AssetKey) -> None:

@@ -35,7 +35,12 @@ from lakeloom.assets.backfill import (
     make_runner,
     run_options,
 )
-from lakeloom.assets.error_report import LLMAssetConfig, prepare_rerun, record_errors
+from lakeloom.assets.error_report import (
+    LLMAssetConfig,
+    prepare_rerun,
+    record_errors,
+    stored_supersedes,
+)
 from lakeloom.assets.partition_spend import partition_label, row_partitions
 from lakeloom.assets.upstream import Source, resolve_source
 from lakeloom.core.embed import run_embed
@@ -220,6 +225,15 @@ def _build(
         run.row_partitions = row_partitions(context, rerun.to_send if rerun else upstream, dims)
         if run.row_partitions is not None:  # booked per row's partition, not to a range label
             run.partition = None
+        supersedes = rerun.supersedes if rerun else None
+        if rerun is None and kind == "generate":  # rows a re-run fixed stay fixed
+            supersedes = stored_supersedes(
+                context,
+                asset_key=asset_key,
+                io_manager_key=io_manager_key,
+                upstream=upstream,
+                keep=keep,
+            )
         mode, dry_run = run_options(context.run.tags, config, column)
         runners: list[ModeRunner] = []
 
@@ -237,7 +251,7 @@ def _build(
                 run,
                 context.log.info,
                 runner_for,
-                supersedes=rerun.supersedes if rerun else None,
+                supersedes=supersedes,
                 label_columns=row_key,
             )
         except DETERMINISTIC as exc:  # a retry would fail the same way: say why, once

@@ -181,6 +181,12 @@ def test_only_failed_rerun_asks_again_for_invalid_answers(sim_server, io_manager
     assert third.success and healthy.stats()["served"] == N
     assert read(io_manager, "ticket_triage").equals(after)
 
+    full = run([tickets_asset(), labels], {"io_manager": io_manager, "llm": llm(healthy)}, instance)
+    assert full.success and healthy.stats()["served"] == N  # a full run: the fixed answers,
+    again = read(io_manager, "ticket_triage")  # from the cache, not the invalid ones replayed
+    assert set(again["_status"]) == {"ok"}
+    assert again.select("ticket_id", "output").equals(after.select("ticket_id", "output"))
+
 
 def test_only_failed_keeps_valid_answers_and_reuses_the_cache(sim_server, io_manager, instance):
     labels = triage(max_repairs=0)
