@@ -8,6 +8,7 @@ import polars as pl
 from lakeloom.core.embed import embed_body, input_keys, run_embed
 from lakeloom.core.hashing import cache_keys, request_key
 from lakeloom.core.specs import EmbedSpec
+from lakeloom.engine.batch_api import BatchRunner, BatchSettings
 from lakeloom.engine.modes import ModeRunner
 from lakeloom.engine.types import LLMRequest
 from tests.fixtures.recording_proxy import recording_proxy  # noqa: F401 - fixture
@@ -123,3 +124,17 @@ def test_progress_lines_count_rows_not_requests(sim_resource):
     run_embed(tickets(0, 100), _spec(16), resource.engine(progress=lines.append))
     requests = 40 + sim.stats()["served"] - before  # 40 cached rows answered alone + batches
     assert lines[-1].startswith(f"finished: 100/100 rows (100%) in {requests}/{requests} requests")
+
+
+def test_batch_api_answers_are_cached_per_input_too(sim_engine):
+    """Batch API lines are cached whole by the job runner; the core adds per-input entries."""
+    sim, engine = sim_engine(embedding_dim=16, batch_delay_s=0.2)
+    settings = BatchSettings(poll_interval_s=0.1, poll_max_interval_s=0.3)
+    first, _ = run_embed(tickets(0, 60), _spec(8), BatchRunner(engine, settings))
+    assert first["_status"].unique().to_list() == ["ok"]
+    sim.reset_stats()
+    out, stats = run_embed(tickets(0, 60), _spec(64), engine)  # online, another grouping
+    assert sim.stats()["served"] == 0 and stats.cache_hits == 60
+    assert np.array_equal(
+        np.asarray(out["embedding"].to_list()), np.asarray(first["embedding"].to_list())
+    )
