@@ -104,9 +104,11 @@ def summary_markdown(
     """
     if failed.is_empty():
         return f"**No failed rows** in `{asset}` ({total_rows} rows)."
-    by = "_reason" if "_reason" in failed.columns else "reason"
+    by = pl.col("reason")
+    if "_reason" in failed.columns:  # rows recorded before _reason existed keep their old label
+        by = pl.coalesce("_reason", "reason") if "reason" in failed.columns else pl.col("_reason")
     reasons = (
-        failed.group_by(pl.col(by).alias("reason"))
+        failed.group_by(by.alias("reason"))
         .agg(pl.len().alias("rows"), pl.col("_error").first().alias("example"))
         .sort(["rows", "reason"], descending=[True, False])
     )

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from lakeloom.assets.factories import generated_asset
 from lakeloom.cli import main as lakeloom
+from lakeloom.core.row_keys import RowKeyError
 from lakeloom.reports import (
     ERRORS_TABLE,
     read_error_report,
@@ -152,6 +153,41 @@ def test_split_sends_errors_and_unseen_rows_keeps_ok_and_skipped():
     to_send, kept = split_for_rerun(upstream, previous, ["id"])
     assert to_send["id"].to_list() == ["b", "d", "e"]  # error + never processed
     assert sorted(kept["id"]) == ["a", "c"]  # z is no longer in the input
+
+
+def test_split_refuses_keys_that_do_not_identify_rows():
+    """Issue 13.4: one stored row per key was copied onto every input row with that key."""
+    previous = pl.DataFrame({"id": ["a"], "out": ["A"], "_status": ["ok"]})
+    dup = pl.DataFrame({"id": ["a", "a", "b"], "text": ["x", "y", "z"]})
+    with pytest.raises(RowKeyError, match=r"'id'.*id=a \(2 rows\)"):
+        split_for_rerun(dup, previous, ["id"])
+    null = pl.DataFrame({"id": ["a", None], "text": ["x", "y"]})
+    with pytest.raises(RowKeyError, match="null key"):
+        split_for_rerun(null, previous, ["id"])
+
+
+def test_summary_groups_by_reason_class_and_keeps_old_labels():
+    failed = pl.DataFrame(
+        {
+            "partition": ["p"] * 4,
+            "reason": [
+                "invalid output after 3 attempts",
+                "invalid output after 1 attempt",
+                "HTTP 503",
+                "legacy",
+            ],
+            "_reason": ["invalid_output", "invalid_output", "http_5xx", None],
+            "_error": [
+                "invalid output after 3 attempts: x",
+                "invalid output after 1 attempt: y",
+                "HTTP 503: busy",
+                "legacy: z",
+            ],
+        }
+    )
+    text = summary_markdown(failed, asset="a", run_id="r", total_rows=4)
+    assert "| invalid_output | 2 |" in text and "| http_5xx | 1 |" in text
+    assert "| legacy | 1 |" in text
 
 
 def test_report_of_a_retried_step_replaces_its_rows(storage: Storage):

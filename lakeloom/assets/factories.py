@@ -274,8 +274,9 @@ def _build(
             partition_columns=[d.column for d in dims],
             only_failed=config.only_failed,
         )
-        reasons = checks.top_reasons(frame)
+        reasons = checks.top_reasons(frame, top=10)
         stats.reasons = {r.reason: r.rows for r in reasons}
+        reasons = reasons[:5]
         context.log.info(
             f"{asset_key.to_user_string()}: {stats.rows_ok} ok, {stats.rows_error} error, "
             f"{stats.rows_skipped} skipped; {stats.requests} requests ({stats.cache_hits} "
