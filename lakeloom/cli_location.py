@@ -19,9 +19,10 @@ import sys
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import dagster as dg
+if TYPE_CHECKING:  # dagster is imported only to load definitions: `lakeloom errors` stays quick
+    import dagster as dg
 
 HINT = "pass -m MODULE or -f FILE (as for dagster), or run where pyproject.toml has [tool.dagster]"
 
@@ -219,6 +220,8 @@ def _import_file(base: Path, file: str) -> Any:
 
 def _definitions_in(module: Any, attribute: str | None, where: str) -> dg.Definitions:
     """The module's one Definitions (or ``attribute``); a ``@dg.definitions`` function is called."""
+    import dagster as dg
+
     if attribute:
         if not hasattr(module, attribute):
             raise CodeLocationError(f"{where} has no attribute {attribute!r}")
@@ -237,11 +240,15 @@ def _definitions_in(module: Any, attribute: str | None, where: str) -> dg.Defini
 
 
 def _is_definitions(value: Any) -> bool:
+    import dagster as dg
+
     return isinstance(value, dg.Definitions) or type(value).__name__ == "LazyDefinitions"
 
 
 def _resolve(value: Any) -> Any:
     """Call a ``@dg.definitions`` function (LazyDefinitions) or a plain factory."""
+    import dagster as dg
+
     if isinstance(value, dg.Definitions):
         return value
     try:
