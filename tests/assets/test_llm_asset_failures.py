@@ -364,3 +364,13 @@ def test_reason_column_groups_causes_in_sql(sim_server, io_manager, storage, ins
     assert details >= classes == 1  # however many offsets the details carry
     vec = con.sql("SELECT _reason, count(*) FROM ticket_vectors GROUP BY _reason ORDER BY 1")
     assert vec.fetchall() == [("skipped_null", 2), (None, N - 2)]  # DuckDB: NULLS LAST
+
+
+def test_prompt_error_at_run_time_fails_once_naming_the_column(sim_server, io_manager, instance):
+    """The source declares no column schema: the prompt is checked against the real frame."""
+    sim = sim_server()
+    labels = triage("Ticket: {subject}", retry_policy=FAST_RETRY)
+    result = run([tickets_asset(), labels], {"io_manager": io_manager, "llm": llm(sim)}, instance)
+    assert not result.success
+    assert "'subject'" in failure_message(result) and "body" in failure_message(result)
+    assert retries(result) == 0 and sim.stats()["received"] == 0
