@@ -137,6 +137,7 @@ def test_failure_posts_summary_with_error_rows_and_failed_check(
     assert lab["cost_usd"] == 0
     assert [c["check"] for c in msg["failed_checks"]] == ["ok_ratio"]
     assert [s["step"] for s in msg["failed_steps"]] == ["note_labels"]
+    assert "http_5xx x7" in msg["failed_steps"][0]["error"]  # the run summary names the cause
     assert "FAILED" in msg["text"] and "0 ok / 7 error / 2 skipped" in msg["text"]
 
 
