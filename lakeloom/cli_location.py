@@ -160,6 +160,43 @@ def location_from_args(args: argparse.Namespace, *, cwd: Path | None = None) -> 
     )
 
 
+def location_of_run(run_id: str) -> CodeLocation | None:
+    """The code location a Dagster run was launched from, as its instance recorded it.
+
+    Only with ``DAGSTER_HOME`` set (no instance is created elsewhere); ``None`` when the run, its
+    code origin or the instance is not there (an in-process ``dg.materialize`` records none).
+    """
+    import os
+
+    if not os.environ.get("DAGSTER_HOME"):
+        return None
+    try:
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:
+            run = instance.get_run_by_id(run_id)
+        pointer = run.job_code_origin.repository_origin.code_pointer  # type: ignore[union-attr]
+    except Exception:  # no instance, no such run, no code origin: the caller falls back
+        return None
+    kinds: dict[str, tuple[Kind, str]] = {
+        "FileCodePointer": ("file", "python_file"),
+        "ModuleCodePointer": ("module", "module"),
+        "PackageCodePointer": ("package", "module"),
+        "AutoloadDefsModuleCodePointer": ("autoload", "module"),
+    }
+    found = kinds.get(type(pointer).__name__)
+    if found is None:
+        return None
+    kind, field = found
+    return CodeLocation(
+        kind,
+        getattr(pointer, field),
+        attribute=getattr(pointer, "fn_name", None) or getattr(pointer, "attribute", None),
+        working_directory=getattr(pointer, "working_directory", None),
+        origin=f"run {run_id}",
+    )
+
+
 def location_from_pyproject(folder: Path) -> CodeLocation | None:
     """``[tool.dagster]`` or ``[tool.dg]`` settings of ``folder/pyproject.toml``, if any."""
     path = folder / "pyproject.toml"

@@ -8,7 +8,9 @@ Examples::
     lakeloom errors -f defs.py               # re-run commands for your own project
 
 The re-run command names the code location the way ``dagster`` does: the ``-m``/``-f``/``-a``/
-``-d`` flags given here, else the project's ``pyproject.toml`` (see :mod:`lakeloom.cli_location`).
+``-d`` flags given here, else the location the failed run was launched from (as its Dagster
+instance, ``DAGSTER_HOME``, recorded it), else the folder's ``pyproject.toml`` (see
+:mod:`lakeloom.cli_location`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ import sys
 
 import polars as pl
 
-from lakeloom.cli_location import CodeLocation, CodeLocationError, add_location_arguments
+from lakeloom.cli_location import (
+    CodeLocation,
+    CodeLocationError,
+    add_location_arguments,
+    location_of_run,
+)
 from lakeloom.cli_location import location_from_args as _location_from_args
 from lakeloom.reports import ERRORS_TABLE, read_error_report, summary_markdown
 from lakeloom.settings import Storage
@@ -43,7 +50,8 @@ def rerun_command(asset: str, partitions: list[str], location: CodeLocation | No
     """The shell command that re-sends only the failed rows of ``asset``'s partitions.
 
     ``location`` is the code location to name (default: the project's pyproject.toml, else a
-    ``-f FILE`` placeholder the user must fill in).
+    ``-f FILE`` placeholder the user must fill in).  ``lakeloom errors`` passes the flags it was
+    given, else the location the failed run was launched from (recorded by its Dagster instance).
     """
     flags = location.shell_flags() if location is not None else _default_flags()
     op = asset.replace("/", "__")
@@ -70,12 +78,10 @@ def _default_flags() -> str:
 def run(args: argparse.Namespace) -> int:
     """Print each (run, asset) summary and the re-run command; exit 0 (2: bad location flags)."""
     try:
-        location: CodeLocation | None = _location_from_args(args).check()
+        given: CodeLocation | None = _location_from_args(args).check() if _named(args) else None
     except CodeLocationError as exc:
-        if _named(args):
-            print(f"lakeloom errors: {exc}", file=sys.stderr)
-            return 2
-        location = None  # nothing named and no pyproject.toml here: say what to fill in
+        print(f"lakeloom errors: {exc}", file=sys.stderr)
+        return 2
     failed = read_error_report(Storage.from_env(), run_id=args.run, asset=args.asset)
     if failed.is_empty():
         print(f"no failed rows recorded in {ERRORS_TABLE}")
@@ -97,10 +103,19 @@ def run(args: argparse.Namespace) -> int:
         print()
         with pl.Config(tbl_rows=args.rows, fmt_str_lengths=80, tbl_hide_dataframe_shape=True):
             print(rows.select("partition", "key", "_error").head(args.rows))
+        location = given or location_of_run(run_id) or _project_location()
         print(f"\nre-run only these rows:\n  {rerun_command(asset, partitions, location)}\n")
     return 0
 
 
+def _project_location() -> CodeLocation | None:
+    """The folder's pyproject.toml location; ``None`` (a placeholder is printed) without one."""
+    try:
+        return _location_from_args(argparse.Namespace())
+    except CodeLocationError:
+        return None
+
+
 def _named(args: argparse.Namespace) -> bool:
-    names = ("module_name", "python_file", "attribute", "working_directory")
+    names = ("module_name", "python_file", "package_name", "autoload_defs_module_name")
     return any(getattr(args, n, None) for n in names)

@@ -160,3 +160,44 @@ def test_errors_prints_a_rerun_command_for_the_users_location(project):
     assert "dagster asset materialize -m defs --select labels" in from_pyproject.stdout
     assert "lakeloom.definitions" not in by_file.stdout + by_module.stdout + from_pyproject.stdout
     assert_user_error(lakeloom(["errors", "-f", "gone.py"], project), "gone.py")
+
+
+def test_errors_without_flags_names_the_location_the_run_came_from(project, tmp_path, monkeypatch):
+    """No flags, no pyproject.toml: the failed run's own code origin (from its instance)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    run = lakeloom_bin("dagster", ["asset", "materialize", "-f", "defs.py", "--select", "docs"],
+                       project)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        run_id = instance.get_runs(limit=1)[0].run_id
+    frame = pl.DataFrame(
+        {"id": ["a"], "_status": ["error"], "_error": ["HTTP 503: busy"],
+         "_request_hash": ["h1"], "_model": ["m"], "_attempts": [3]}
+    )  # fmt: skip
+    storage = Storage.from_env()
+    write_error_report(
+        frame, asset="labels", run_id=run_id, keys=["id"], partition_columns=[],
+        storage=storage,
+    )  # fmt: skip
+    write_error_report(
+        frame, asset="labels", run_id="not-a-dagster-run", keys=["id"], partition_columns=[],
+        storage=storage,
+    )  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = lakeloom(["errors"], elsewhere).stdout
+    assert f"dagster asset materialize -f defs.py -a defs -d {project} --select labels" in out
+    assert "dagster asset materialize -f YOUR_DEFINITIONS.py --select labels" in out  # unknown run
+    assert "lakeloom.definitions" not in out
+
+
+def lakeloom_bin(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    exe = str(Path(sys.executable).with_name(name))
+    return subprocess.run(
+        [exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
