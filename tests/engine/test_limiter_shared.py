@@ -237,6 +237,15 @@ def test_sqlite_file_from_an_older_schema_is_upgraded(tmp_path):
     assert limiter._limited
 
 
+async def until(condition, turns: int = 100_000) -> None:
+    """Yield to the event loop until ``condition()`` holds (a state, not a sleep)."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
 class GatedStore(MemoryStore):
     """The real in-memory store whose exchange waits on a gate (to cancel someone meanwhile)."""
 
@@ -258,12 +267,12 @@ def test_a_waiter_cancelled_during_an_exchange_does_not_strand_the_others(reques
         limiter = SharedLimiter(request.node.name, store, rpm=60_000)
         async with limiter._loop_lock():  # let three queue up, so one exchange takes all three
             tasks = [asyncio.create_task(limiter.acquire(1)) for _ in range(3)]
-            await asyncio.sleep(0.01)
+            await until(lambda: len(limiter._queue) == 3)
         await store.entered.wait()
         tasks.append(asyncio.create_task(limiter.acquire(1)))  # queued behind the exchange
-        await asyncio.sleep(0.01)
+        await until(lambda: len(limiter._queue) == 4)
         tasks[1].cancel()
-        await asyncio.sleep(0.01)
+        await asyncio.wait({tasks[1]})  # its cancel has run (it left the queue)
         store.gate.set()
         others = [tasks[0], tasks[2], tasks[3]]
         done = await asyncio.wait_for(asyncio.gather(*others), timeout=5)
