@@ -220,6 +220,34 @@ class ResponseCache:
         if due and self._flush_due is not None:
             self._flush_due.set()
 
+    def append_many(self, entries: Sequence[tuple[str, str, str, str, int, int]]) -> None:
+        """Record the entries of one paid answer together (an embeddings batch, per input).
+
+        Each entry is (key, model, endpoint, response, input_tokens, output_tokens). One write
+        for all of them: a crash keeps all of the answer's entries or none.
+        """
+        if not entries:
+            return
+        now = time.time_ns() // 1000
+        rows = [[k, m, e, i, o, now, text] for k, m, e, text, i, o in entries]
+        data = "".join(
+            json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows
+        ).encode("utf-8")
+        with self._lock:
+            if self._segment is None:
+                self._open_segment()
+            assert self._segment is not None
+            view = memoryview(data)
+            while view:  # one write() for a regular file; loop in case it is ever partial
+                view = view[os.write(self._segment, view) :]
+            if self.fsync:
+                os.fsync(self._segment)
+            self._pending.extend(rows)
+            due = len(self._pending) >= self.flush_every
+        crash_point("journal_append")
+        if due and self._flush_due is not None:
+            self._flush_due.set()
+
     @property
     def pending(self) -> int:
         """Responses journaled but not yet committed to Delta."""

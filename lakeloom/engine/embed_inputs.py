@@ -69,6 +69,6 @@ def cache_inputs(
     entries = per_input_entries(request, result, namespace)
     if entries is None:
         return False
-    for key, text, tokens in entries:
-        cache.append(key, model, request.endpoint, text, tokens, 0)
+    rows = [(key, model, request.endpoint, text, tokens, 0) for key, text, tokens in entries]
+    cache.append_many(rows)  # one journal write: all of the answer's entries or none
     return True

@@ -8,9 +8,12 @@ import polars as pl
 from lakeloom.core.embed import embed_body, input_keys, run_embed
 from lakeloom.core.hashing import cache_keys, request_key
 from lakeloom.core.specs import EmbedSpec
+from lakeloom.engine import cache as cache_module
 from lakeloom.engine.batch_api import BatchRunner, BatchSettings
+from lakeloom.engine.cache import ResponseCache
 from lakeloom.engine.modes import ModeRunner
 from lakeloom.engine.types import LLMRequest
+from lakeloom.settings import Storage
 from tests.fixtures.recording_proxy import recording_proxy  # noqa: F401 - fixture
 
 
@@ -138,3 +141,20 @@ def test_batch_api_answers_are_cached_per_input_too(sim_engine):
     assert np.array_equal(
         np.asarray(out["embedding"].to_list()), np.asarray(first["embedding"].to_list())
     )
+
+
+def test_a_batch_answer_is_journaled_per_input_in_one_write(tmp_path, monkeypatch):
+    """All per-input entries of one paid answer are on the OS at its first crash point."""
+    cache = ResponseCache(Storage(root=str(tmp_path / "lake")), flush_every=10**6)
+    seen: list[int] = []
+
+    def crash_point(name: str) -> None:  # what a SIGKILL right here would leave
+        if name == "journal_append":
+            seen.append(cache._segment_path.read_bytes().count(b"\n"))
+
+    monkeypatch.setattr(cache_module, "crash_point", crash_point)
+    keys = [f"{i:032x}" for i in range(5)]
+    cache.append_many([(k, "m", "embeddings", "{}", 1, 0) for k in keys])
+    assert seen == [5] and cache.pending == 5
+    cache.flush()
+    assert cache.lookup(pl.Series(keys)).height == 5
