@@ -129,6 +129,7 @@ def stored_supersedes(
     io_manager_key: str,
     upstream: pl.DataFrame,
     keep: Sequence[str],
+    partition_columns: Sequence[str] = (),
 ) -> list[str | None] | None:
     """Per input row, the ``_supersedes`` its stored row carries (None when no row has one).
 
@@ -143,6 +144,9 @@ def stored_supersedes(
         return None
     keys = list(keep)
     probe = upstream.select(keys).unique().lazy()
+    for column in partition_columns:  # read only the run's partitions' files
+        values = upstream[column].unique().to_list()
+        stored = stored.filter(pl.col(column).cast(upstream.schema[column]).is_in(values))
     found = (
         stored.filter(pl.col("_supersedes").is_not_null())
         .select(*keys, "_supersedes")

@@ -233,6 +233,7 @@ def _build(
                 io_manager_key=io_manager_key,
                 upstream=upstream,
                 keep=keep,
+                partition_columns=[d.column for d in dims],
             )
         mode, dry_run = run_options(context.run.tags, config, column)
         runners: list[ModeRunner] = []
