@@ -93,6 +93,7 @@ def test_messages_with_varying_offsets_map_to_one_class_property():
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
 
+    @hypothesis.settings(database=None, deadline=None, max_examples=200)
     @hypothesis.given(
         line=st.integers(1, 10_000),
         column=st.integers(1, 100_000),
