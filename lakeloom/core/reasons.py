@@ -35,6 +35,7 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("provider_unreachable", r"provider unreachable|^connection error"),
         ("limiter_unavailable", r"^limiter unavailable"),
         ("over_context", r"context window|context.length|maximum context"),
+        ("over_limit", r"^too many inputs|^over the request token limit"),
         ("cut_off", r"^invalid output after .*answer cut off at max_tokens"),
         ("refusal", r"^invalid output after [^:]*: refusal"),
         ("invalid_output", r"^invalid output"),

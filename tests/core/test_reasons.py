@@ -43,6 +43,23 @@ CASES = [
     ("error", "timeout", "timeout"),
     ("error", "over context window: 9,078 tokens > 8,191", "over_context"),
     ("error", "budget exceeded: not sent (max_cost_usd=0.0100)", "not_sent_budget"),
+    (
+        "error",
+        "budget exceeded: retry not sent (max_cost_usd=0.0100) after timeout",
+        "not_sent_budget",
+    ),
+    ("error", "too many inputs: 3,000 > 2,048 per request", "over_limit"),
+    ("error", "over the request token limit: 400,000 tokens > 300,000 summed", "over_limit"),
+    (
+        "error",
+        "provider unreachable: not sent (8 consecutive connection failures)",
+        "provider_unreachable",
+    ),
+    (
+        "error",
+        "provider unreachable: connection error: refused after 2 attempts",
+        "provider_unreachable",
+    ),
     ("error", "dry run: not sent", "not_sent_dry_run"),
     ("error", "provider unreachable: not sent", "provider_unreachable"),
     (
