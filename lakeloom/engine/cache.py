@@ -25,13 +25,10 @@ concurrent readers stay safe.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
-import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +39,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lakeloom.delta import table_exists, write_table
+from lakeloom.engine import cache_journal as journal
 from lakeloom.engine.cache_scan import ScanStats, scan_keys
 from lakeloom.engine.crash import crash_point
 from lakeloom.settings import Storage, data_dir
@@ -72,33 +70,6 @@ class CacheStats:
         """Share of hits among lookups; 0 when nothing was looked up."""
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
-
-
-def _row(line: str) -> list[Any] | None:
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return None  # a line cut short by a crash
-    return row if isinstance(row, list) and len(row) == 7 else None
-
-
-def _alive(pid: int) -> bool:
-    """True when process ``pid`` exists on this machine (journals are local files)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
-def _same_file(path: Path, fd: int) -> bool:
-    """True while ``path`` still names the open file ``fd`` (not unlinked or replaced)."""
-    try:
-        return os.stat(path).st_ino == os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return False
 
 
 def _frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
@@ -169,20 +140,8 @@ class ResponseCache:
     # -- journal ------------------------------------------------------------------------------
 
     def _open_segment(self) -> None:
-        """Create, lock, then publish a segment, so no replayer can ever see it unlocked."""
-        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        staging = self.journal_dir / f".{name}.new"  # not *.jsonl: invisible to replay
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-        fd = os.open(staging, flags, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            path = self.journal_dir / f"{name}.jsonl"
-            os.rename(staging, path)  # the lock travels with the open file
-        except BaseException:
-            os.close(fd)
-            staging.unlink(missing_ok=True)
-            raise
-        self._segment, self._segment_path = fd, path
+        """Start a new segment, locked before any replayer can see it."""
+        self._segment, self._segment_path = journal.open_segment(self.journal_dir)
 
     def append(
         self,
@@ -203,17 +162,12 @@ class ResponseCache:
             time.time_ns() // 1000,
             response_text,
         ]
-        line = json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
-        data = line.encode("utf-8")
+        data = journal.encode(row)
         with self._lock:
             if self._segment is None:
                 self._open_segment()
             assert self._segment is not None
-            view = memoryview(data)
-            while view:  # one write() for a regular file; loop in case it is ever partial
-                view = view[os.write(self._segment, view) :]
-            if self.fsync:
-                os.fsync(self._segment)
+            journal.write_through(self._segment, data, fsync=self.fsync)
             self._pending.append(row)
             due = len(self._pending) >= self.flush_every
         crash_point("journal_append")
@@ -230,18 +184,12 @@ class ResponseCache:
             return
         now = time.time_ns() // 1000
         rows = [[k, m, e, i, o, now, text] for k, m, e, text, i, o in entries]
-        data = "".join(
-            json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows
-        ).encode("utf-8")
+        data = b"".join(journal.encode(row) for row in rows)
         with self._lock:
             if self._segment is None:
                 self._open_segment()
             assert self._segment is not None
-            view = memoryview(data)
-            while view:  # one write() for a regular file; loop in case it is ever partial
-                view = view[os.write(self._segment, view) :]
-            if self.fsync:
-                os.fsync(self._segment)
+            journal.write_through(self._segment, data, fsync=self.fsync)
             self._pending.extend(rows)
             due = len(self._pending) >= self.flush_every
         crash_point("journal_append")
@@ -315,24 +263,15 @@ class ResponseCache:
 
     def replay_orphans(self) -> int:
         """Commit journals left by dead writers (a crash) to Delta; returns rows added."""
-        for staging in self.journal_dir.glob(".*.new"):
-            self._clear_stale(staging)
+        journal.clear_stale(self.journal_dir)
         added = 0
         for path in sorted(self.journal_dir.glob("*.jsonl")):
             if path == self._segment_path:
                 continue
-            try:
-                handle = open(path, encoding="utf-8")  # noqa: SIM115
-            except FileNotFoundError:
-                continue
-            with handle:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live writer owns it
-                if not _same_file(path, handle.fileno()):
-                    continue  # replayed and removed by another process meanwhile
-                rows = [r for r in map(_row, handle) if r is not None]
+            with journal.orphan(path) as handle:
+                if handle is None:
+                    continue
+                rows = [r for r in map(journal.parse, handle) if r is not None]
                 if rows:
                     df = _frame(rows).unique("request_hash", keep="first")
                     known = self._known(df["request_hash"], df["model"].unique().to_list())
@@ -342,19 +281,6 @@ class ResponseCache:
                         added += df.height
                 path.unlink(missing_ok=True)
         return added
-
-    @staticmethod
-    def _clear_stale(staging: Path) -> None:
-        """Remove a staging segment whose creator died before publishing it.
-
-        It holds no line (lines are written only after the rename). Its name carries the
-        creator's pid: while that process lives the file is kept, since it may sit between
-        its create and its lock right now (a reused pid only delays the cleanup).
-        """
-        pid = staging.name[1:].partition("-")[0]
-        if pid.isdigit() and _alive(int(pid)):
-            return
-        staging.unlink(missing_ok=True)
 
     # -- lookups ------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 
-from lakeloom.engine import cache as cache_module
+from lakeloom.engine import cache_journal as journal_module
 from lakeloom.engine.cache import ResponseCache
 
 RESPONSE = json.dumps({"choices": [{"message": {"content": "hi"}}]})
@@ -65,9 +65,9 @@ def test_replay_racing_segment_creation_never_removes_the_live_segment(storage, 
             raced.append(replayer.replay_orphans())
         real_flock(fd, operation)
 
-    monkeypatch.setattr(cache_module.fcntl, "flock", flock_after_a_replay)
+    monkeypatch.setattr(journal_module.fcntl, "flock", flock_after_a_replay)
     writer.append(key(1), "m", "chat.completions", RESPONSE, 1, 1)
-    monkeypatch.setattr(cache_module.fcntl, "flock", real_flock)
+    monkeypatch.setattr(journal_module.fcntl, "flock", real_flock)
     assert raced == [0]
     live = writer._segment_path
     assert live is not None and live.exists()  # still there, under its visible name
