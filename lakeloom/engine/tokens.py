@@ -133,9 +133,10 @@ def embedding_inputs(body: Mapping[str, Any]) -> list[str]:
 def token_windows(text: str, model: str, max_tokens: int) -> list[str]:
     """Cut ``text`` into consecutive pieces of at most ``max_tokens`` tokens each.
 
-    The cut is on token boundaries of the model's encoding and each piece is re-counted alone
-    (a re-encoded piece can differ at its edges), so every piece fits the limit; the first piece
-    is the text truncated to it.
+    The cut is on token boundaries of the model's encoding that are also character boundaries
+    (a token can hold part of a character), and each piece is re-counted alone (a re-encoded
+    piece can differ at its edges), so every piece fits the limit and the pieces join back to
+    the text; the first piece is the text truncated to it.
     """
     if max_tokens <= 0:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
@@ -147,14 +148,28 @@ def token_windows(text: str, model: str, max_tokens: int) -> list[str]:
     start = 0
     while start < len(tokens):
         size = min(max_tokens, len(tokens) - start)
-        while True:
-            piece = encoding.decode(tokens[start : start + size])
-            if size == 1 or len(encoding.encode_ordinary(piece)) <= max_tokens:
+        piece = None
+        while size > 0:
+            piece = _clean_piece(encoding, tokens[start : start + size])
+            if piece is not None and len(encoding.encode_ordinary(piece)) <= max_tokens:
                 break
             size -= 1
+        if size == 0:  # one character needs more tokens than the limit: keep it whole
+            size = 1
+            while (piece := _clean_piece(encoding, tokens[start : start + size])) is None:
+                size += 1
+        assert piece is not None
         pieces.append(piece)
         start += size
     return pieces
+
+
+def _clean_piece(encoding: tiktoken.Encoding, tokens: Sequence[int]) -> str | None:
+    """The text of ``tokens``, or None when the cut splits a character (bytes not UTF-8)."""
+    try:
+        return encoding.decode_bytes(list(tokens)).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _message_texts(message: Mapping[str, Any]) -> Iterable[str]:
