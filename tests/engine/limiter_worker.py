@@ -11,14 +11,13 @@ openai SDK costs seconds per process on a busy CI box.
 import argparse
 import asyncio
 import json
-import os
-import time
 from pathlib import Path
 
 import httpx
 
 from lakeloom.engine.limiter import make_limiter
 from tests.fixtures.pacing import Schedule
+from tests.fixtures.together import wait_for_go
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -66,16 +65,6 @@ async def run(args: argparse.Namespace) -> dict:
         "charged_tokens": charged,
         "slots": schedule.as_json(),
     }
-
-
-def wait_for_go(barrier: Path, timeout_s: float = 120.0) -> None:
-    """Say ready, then wait until the test says go (the deadline only bounds a hang)."""
-    (barrier / f"ready-{os.getpid()}").touch()
-    deadline = time.monotonic() + timeout_s
-    while not (barrier / "go").exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("no go from the test")
-        time.sleep(0.01)
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from lakeloom.engine.client import ProviderConfig
 from lakeloom.engine.runner import Engine
-from tests.engine.limiter_worker import wait_for_go
 from tests.fixtures.engine import chat_bodies
 from tests.fixtures.pacing import Schedule
+from tests.fixtures.together import wait_for_go
 
 
 def main() -> None:

@@ -1,20 +1,22 @@
 """Run in a subprocess by test_s3_concurrency: commit one partition of a shared table, repeatedly.
 
-Usage: python -m tests.scale.s3_writer URI PARTITION WRITER START_AT ROUNDS MAX_ATTEMPTS
+Usage: python -m tests.scale.s3_writer URI PARTITION WRITER BARRIER ROUNDS MAX_ATTEMPTS
 Storage options come from LAKELOOM_STORAGE_OPTIONS. Every round overwrites PARTITION with 500
-rows tagged (WRITER, round) through ``lakeloom.delta.write_table``. Starts at epoch START_AT so
-the writers overlap. Prints one JSON line: committed versions, conflicts retried, errors.
+rows tagged (WRITER, round) through ``lakeloom.delta.write_table``. Starts when the test says go
+on the BARRIER folder (``tests.fixtures.together``) so the writers overlap. Prints one JSON
+line: committed versions, conflicts retried, errors.
 """
 
 import json
 import logging
 import sys
-import time
+from pathlib import Path
 
 import polars as pl
 
 from lakeloom.delta import DeltaWriteConflict, in_predicate, write_table
 from lakeloom.settings import Storage
+from tests.fixtures.together import wait_for_go
 
 
 class CountRetries(logging.Handler):
@@ -27,14 +29,14 @@ class CountRetries(logging.Handler):
             self.count += 1
 
 
-def main(uri: str, partition: str, writer: str, start_at: float, rounds: int, attempts: int):
+def main(uri: str, partition: str, writer: str, barrier: str, rounds: int, attempts: int):
     retries = CountRetries()
     logger = logging.getLogger("lakeloom.delta")
     logger.addHandler(retries)
     logger.setLevel(logging.INFO)
     options = Storage.from_env().storage_options
     versions, errors = [], []
-    time.sleep(max(0.0, start_at - time.time()))
+    wait_for_go(Path(barrier))  # start with the other writer (tests.fixtures.together)
     for i in range(rounds):
         df = pl.DataFrame(
             {"id": range(500), "part": [partition] * 500, "writer": writer, "round": i}
@@ -59,4 +61,4 @@ def main(uri: str, partition: str, writer: str, start_at: float, rounds: int, at
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    main(a[0], a[1], a[2], float(a[3]), int(a[4]), int(a[5]))
+    main(a[0], a[1], a[2], a[3], int(a[4]), int(a[5]))

@@ -3,19 +3,22 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
 from deltalake import DeltaTable
 
+from tests.fixtures.together import release
+
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 6
 
 
-def run_writers(uri: str, jobs: list[tuple[str, str]], attempts: int = 8) -> list[dict]:
-    """Start one writer process per (partition, writer) at the same instant; their JSON lines."""
-    start_at = time.time() + 2.5  # both have imported polars/deltalake by then
+def run_writers(
+    uri: str, jobs: list[tuple[str, str]], barrier: Path, attempts: int = 8
+) -> list[dict]:
+    """Start one writer process per (partition, writer), release them together; their lines."""
+    barrier.mkdir()
     procs = [
         subprocess.Popen(
             [
@@ -25,7 +28,7 @@ def run_writers(uri: str, jobs: list[tuple[str, str]], attempts: int = 8) -> lis
                 uri,
                 part,
                 writer,
-                str(start_at),
+                str(barrier),
                 str(ROUNDS),
                 str(attempts),
             ],
@@ -36,6 +39,7 @@ def run_writers(uri: str, jobs: list[tuple[str, str]], attempts: int = 8) -> lis
         )  # fmt: skip
         for part, writer in jobs
     ]
+    release(barrier, procs)  # both have imported polars/deltalake: go together
     outs = []
     for proc in procs:
         out, err = proc.communicate(timeout=90)
@@ -50,9 +54,9 @@ def commits(uri: str, options: dict) -> dict[int, tuple[str, str]]:
     return {h["version"]: (h["writer"], h["round"]) for h in history if "writer" in h}
 
 
-def test_two_processes_committing_different_partitions_both_land(s3_root):
+def test_two_processes_committing_different_partitions_both_land(s3_root, tmp_path):
     uri = s3_root.table_uri("assets", "shared")
-    a, b = run_writers(uri, [("left", "a"), ("right", "b")])
+    a, b = run_writers(uri, [("left", "a"), ("right", "b")], tmp_path / "go")
     versions = sorted(a["versions"] + b["versions"])
     assert not a["errors"] and not b["errors"]
     assert versions == list(range(2 * ROUNDS))  # every commit has its own version: none lost
@@ -67,9 +71,9 @@ def test_two_processes_committing_different_partitions_both_land(s3_root):
     assert got == [("left", "a", int(last), 500), ("right", "b", int(last), 500)]
 
 
-def test_two_processes_overwriting_one_partition_end_with_one_winner(s3_root):
+def test_two_processes_overwriting_one_partition_end_with_one_winner(s3_root, tmp_path):
     uri = s3_root.table_uri("assets", "contested")
-    a, b = run_writers(uri, [("same", "a"), ("same", "b")])
+    a, b = run_writers(uri, [("same", "a"), ("same", "b")], tmp_path / "go")
     assert not a["errors"] and not b["errors"]  # conflicts were retried, none gave up
     versions = sorted(a["versions"] + b["versions"])
     assert versions == list(range(2 * ROUNDS))  # no lost and no shared commit
@@ -88,9 +92,9 @@ def test_two_processes_overwriting_one_partition_end_with_one_winner(s3_root):
         ]
 
 
-def test_a_conflict_past_its_attempts_fails_clearly(s3_root):
+def test_a_conflict_past_its_attempts_fails_clearly(s3_root, tmp_path):
     uri = s3_root.table_uri("assets", "no_retry")
-    outs = run_writers(uri, [("same", "a"), ("same", "b")], attempts=1)
+    outs = run_writers(uri, [("same", "a"), ("same", "b")], tmp_path / "go", attempts=1)
     errors = [e for o in outs for e in o["errors"]]
     landed = sorted(v for o in outs for v in o["versions"])
     assert len(landed) + len(errors) == 2 * ROUNDS
