@@ -124,7 +124,6 @@ def _table(
 
 def stored_supersedes(
     context: dg.AssetExecutionContext,
-    *,
     asset_key: dg.AssetKey,
     io_manager_key: str,
     upstream: pl.DataFrame,

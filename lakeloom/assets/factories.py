@@ -228,12 +228,7 @@ def _build(
         supersedes = rerun.supersedes if rerun else None
         if rerun is None and kind == "generate":  # rows a re-run fixed stay fixed
             supersedes = stored_supersedes(
-                context,
-                asset_key=asset_key,
-                io_manager_key=io_manager_key,
-                upstream=upstream,
-                keep=keep,
-                partition_columns=[d.column for d in dims],
+                context, asset_key, io_manager_key, upstream, keep, [d.column for d in dims]
             )
         mode, dry_run = run_options(context.run.tags, config, column)
         runners: list[ModeRunner] = []
@@ -275,23 +270,43 @@ def _build(
             partition_columns=[d.column for d in dims],
             only_failed=config.only_failed,
         )
-        reasons = checks.top_reasons(frame, top=10)
-        stats.reasons = {r.reason: r.rows for r in reasons}
-        reasons = reasons[:5]
-        context.log.info(
-            f"{asset_key.to_user_string()}: {stats.rows_ok} ok, {stats.rows_error} error, "
-            f"{stats.rows_skipped} skipped; {stats.requests} requests ({stats.cache_hits} "
-            f"cached, {stats.repairs} repairs); ${stats.cost_usd:.4f}"
-            + (f"; top reasons: {checks.reasons_text(reasons)}" if reasons else "")
+        yield from _output_events(
+            context, asset_key, frame, stats, extra, min_ok_ratio, blocking, extra_checks
         )
-        yield dg.Output(frame, metadata=_stats_metadata(stats, extra))
-        ok_ratio = checks.check_ok_ratio(frame, min_ok_ratio, reasons=reasons)
-        yield ok_ratio
-        yield from extra_checks(frame)
-        if blocking and not ok_ratio.passed:  # name the cause in the step's own failure
-            raise checks.blocking_failure(asset_key, ok_ratio, reasons)
 
     return attach(_asset, dataclasses.replace(column, source_key=source_key, keep=tuple(keep)))
+
+
+def _output_events(
+    context: AssetExecutionContext,
+    asset_key: dg.AssetKey,
+    frame: pl.DataFrame,
+    stats: ColumnStats,
+    extra: dict[str, Any],
+    min_ok_ratio: float,
+    blocking: bool,
+    extra_checks: Callable[[pl.DataFrame], list[dg.AssetCheckResult]],
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The summary line, the output and its checks, then the step's own failure.
+
+    A failed blocking check fails the step naming the top reasons with counts (retried only
+    when one of them is transient), not Dagster's bare "1 blocking asset check failed".
+    """
+    reasons = checks.top_reasons(frame, top=10)
+    stats.reasons = {r.reason: r.rows for r in reasons}
+    reasons = reasons[:5]
+    context.log.info(
+        f"{asset_key.to_user_string()}: {stats.rows_ok} ok, {stats.rows_error} error, "
+        f"{stats.rows_skipped} skipped; {stats.requests} requests ({stats.cache_hits} "
+        f"cached, {stats.repairs} repairs); ${stats.cost_usd:.4f}"
+        + (f"; top reasons: {checks.reasons_text(reasons)}" if reasons else "")
+    )
+    yield dg.Output(frame, metadata=_stats_metadata(stats, extra))
+    ok_ratio = checks.check_ok_ratio(frame, min_ok_ratio, reasons=reasons)
+    yield ok_ratio
+    yield from extra_checks(frame)
+    if blocking and not ok_ratio.passed:  # name the cause in the step's own failure
+        raise checks.blocking_failure(asset_key, ok_ratio, reasons)
 
 
 def _prefix(key_prefix: str | Sequence[str] | None) -> list[str]:
