@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from lakeloom.engine.crashpoints import crash_point
+from lakeloom.engine.crash import crash_point
 from lakeloom.engine.ledger_rows import base_row, ledger_rows, partition_shares, result_record
 from lakeloom.engine.types import LLMResult, RunContext
 
