@@ -117,12 +117,15 @@ def run_embed(
     check_keep(df.columns, keep, "input frame")
     ledger = RowLedger(df.height)
     stats = ColumnStats()
-    texts = df[spec.column].cast(pl.String).to_list()
+    column = df[spec.column].cast(pl.String)
+    texts = column.to_list()
+    # blank = only Unicode White_Space, as the prompt's check (polars), not str.strip (U+001F)
+    blank = (column.str.strip_chars() == "").to_list()
     rows_of: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
         if text is None:
             ledger.status[i], ledger.error[i] = "skipped", f"null in column {spec.column!r}"
-        elif not text.strip():
+        elif blank[i]:
             ledger.status[i], ledger.error[i] = "skipped", f"empty text in column {spec.column!r}"
         else:
             rows_of.setdefault(text, []).append(i)

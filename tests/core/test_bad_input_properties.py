@@ -80,7 +80,11 @@ keys_st = st.lists(st.one_of(st.none(), st.integers(0, 4)), min_size=10, max_siz
 
 
 def is_blank(text: str | None) -> bool:
-    return text is None or not text.strip()
+    """Null, or only Unicode White_Space (polars' ``strip_chars``, the prompt's own test).
+
+    Not Python's ``str.strip``: it also strips U+001C..U+001F, which are not White_Space.
+    """
+    return text is None or pl.Series([text]).str.strip_chars().item() == ""
 
 
 def is_long(text: str | None) -> bool:
@@ -201,6 +205,20 @@ def test_all_blank_or_over_window_spends_nothing(sim, texts, keys):
     check_rows(out, df, "label")
     assert sent(sim, before)["received"] == 0
     assert set(out["_status"].to_list()) <= {"skipped", "error"}
+
+
+@pytest.mark.parametrize("text", ["\x1c", "\x1d", "\x1e", "\x1f", " \x1f\t"])
+def test_blank_means_the_same_to_embed_and_generate(sim, text):
+    """Found by the properties: embed skipped U+001F as blank (Python ``str.strip``) while
+    generate sent it (polars ``strip_chars``, Unicode White_Space); one text, one outcome."""
+    df = frame([text, "fine"], [1, 2])
+    spec = EmbedSpec(column="text", model="sim-embed", batch_size=4)
+    embedded, _ = run_embed(df, spec, resource(sim).engine(), keep=["id"])
+    generated = generate_column(
+        df, "Review: {text}", Label, engine=resource(sim).engine(), model="sim-chat",
+        column="label", keep=["id"], max_tokens=MAX_OUT,
+    )  # fmt: skip
+    assert embedded["_status"].to_list() == generated["_status"].to_list() == ["ok", "ok"]
 
 
 def test_lone_surrogates_never_enter():
