@@ -23,14 +23,13 @@ import dagster as dg
 
 from lakeloom.cli_location import CodeLocationError, add_location_arguments, location_from_args
 from lakeloom.engine.cost import UnknownModelError
-from lakeloom.engine.plan import ContextWindowError, EmptyInputError, InvalidRequestError
+from lakeloom.engine.plan import EmptyInputError, InvalidRequestError
 from lakeloom.forecast import ForecastError, forecast_asset
 
 _ERRORS = (
     CodeLocationError,
     ForecastError,
     UnknownModelError,
-    ContextWindowError,
     EmptyInputError,
     InvalidRequestError,
 )

@@ -35,7 +35,11 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("provider_unreachable", r"provider unreachable|^connection error"),
         ("limiter_unavailable", r"^limiter unavailable"),
         ("over_context", r"context window|context.length|maximum context"),
-        ("over_limit", r"^too many inputs|^over the request token limit"),
+        (
+            "over_limit",
+            r"^too many inputs|^over the request token limit"
+            r"|^max_(completion_)?tokens [\d,]+ > max output",
+        ),
         ("cut_off", r"^invalid output after .*answer cut off at max_tokens"),
         ("refusal", r"^invalid output after [^:]*: refusal"),
         ("invalid_output", r"^invalid output"),

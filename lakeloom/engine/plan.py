@@ -3,9 +3,10 @@
 Everything that can be wrong with the input is found here, before the first request leaves.
 Errors about the settings (an empty input, a body without a model, a model with no price) raise
 and name the input rows. A request over one of the model's limits (``provider_limits``: a chat
-prompt over the context window, an embedding input over its per-input window, a batch over the
-inputs or tokens one request may hold) is that row's error instead: it is *rejected* (nothing
-sent, nothing reserved from the budget) and the other rows proceed.
+prompt over the context window, a ``max_tokens`` over the model's max output, an embedding
+input over its per-input window, a batch over the inputs or tokens one request may hold) is
+that row's error instead: it is *rejected* (nothing sent, nothing reserved from the budget) and
+the other rows proceed.
 """
 
 from __future__ import annotations
@@ -33,10 +34,6 @@ class EmptyInputError(ValueError):
 
 class InvalidRequestError(ValueError):
     """A request body cannot be sent as is (no model, not JSON, not an object)."""
-
-
-class ContextWindowError(ValueError):
-    """Kept for callers that catch it: over-long rows are now per-row errors (``rejected``)."""
 
 
 Bodies = pl.Series | Sequence[Mapping[str, Any]] | Sequence[str]
@@ -127,10 +124,15 @@ def _at_rows(exc: ValueError, rows: list[int], detail: str) -> ValueError:
     return exc
 
 
+def _output_setting(body: Mapping[str, Any]) -> str:
+    """The body's output-length setting, as the provider reads it (the newer name first)."""
+    return "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+
+
 def _max_output(endpoint: Endpoint, body: Mapping[str, Any]) -> int:
     if endpoint == "embeddings":
         return 0
-    value = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    value = body.get(_output_setting(body)) or 0
     return int(value) if isinstance(value, int) else 0
 
 
@@ -141,9 +143,19 @@ def over_limit(
     prompt: int,
     out: int,
     input_tokens: Sequence[int] = (),
+    setting: str = "max_tokens",
 ) -> str | None:
-    """Why one request cannot be sent as is (None when it fits the model's limits)."""
+    """Why one request cannot be sent as is (None when it fits the model's limits).
+
+    ``setting`` names the body's output-length field (``max_tokens`` or
+    ``max_completion_tokens``): over the model's max output, OpenAI answers HTTP 400.
+    """
     if endpoint != "embeddings":
+        if limits.max_output and out > limits.max_output:
+            return (
+                f"{setting} {out:,} > max output {limits.max_output:,} for {model!r}; "
+                f"lower {setting}"
+            )
         window = limits.context_window
         if window and prompt + out > window:
             return (
@@ -277,7 +289,8 @@ def _count_and_check(
             limits_of[model] = (found, bounded)
         limits, bounded = limits_of[model]
         prompt, out = tokens[i], _max_output(endpoint, bodies[i])
-        error = over_limit(endpoint, limits, model, prompt, out, per_input[i])
+        setting = _output_setting(bodies[i])
+        error = over_limit(endpoint, limits, model, prompt, out, per_input[i], setting)
         if error is not None:
             planned.rejected.append(LLMResult(keys[i], "error", error=error, model=model))
             continue
