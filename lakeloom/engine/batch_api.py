@@ -275,8 +275,12 @@ class BatchRunner(BlockingCalls, EngineWrapper):
                     context=context,
                     progress=self.engine.progress,
                     on_answers=answers.on_answers,
+                    inputs={r.key: r for r in planned.requests if r.input_keys},
                 )
                 outcomes = list(await asyncio.gather(*(runner.run(j, texts) for j in jobs)))
+                for key in runner.per_input:  # cached per input already: the core adds none
+                    if key in answers.answered:
+                        answers.answered[key].inputs_cached = True
         retry = self._settle(planned, outcomes, index, out, worst, budget, answers.answered)
         answers.add_settled([r for r in out if r is not None])
         if retry:  # online, through the engine: its own cache check, limiter, ledger rows

@@ -36,7 +36,8 @@ from lakeloom.engine.batch_files import (
 from lakeloom.engine.batch_store import BatchJob, BatchStore
 from lakeloom.engine.cache import ResponseCache
 from lakeloom.engine.crash import crash_point
-from lakeloom.engine.types import RunContext
+from lakeloom.engine.embed_inputs import per_input_entries
+from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
 
 
 class JobLostError(RuntimeError):
@@ -83,10 +84,13 @@ class JobRunner:
         context: RunContext,
         progress: Callable[[str], object] | None = None,
         on_answers: Callable[[BatchJob, Mapping[str, LineOutcome], float], None] | None = None,
+        inputs: Mapping[str, LLMRequest] | None = None,
     ) -> None:
         """Bind the provider API, the job log, the cache and the run's context.
 
         ``on_answers`` sees a job's lines before its answers enter the cache (the spend journal).
+        ``inputs`` holds the embeddings requests that name their inputs' keys: their answers are
+        cached per input (``engine.embed_inputs``), as online; their keys go to ``per_input``.
         """
         self.api = api
         self.store = store
@@ -97,6 +101,8 @@ class JobRunner:
         self.context = context
         self.progress = progress
         self.on_answers = on_answers
+        self.inputs = inputs or {}
+        self.per_input: set[str] = set()
         self._reported: dict[str, float] = {}
 
     async def _record(self, job: BatchJob, event: Any) -> None:
@@ -235,23 +241,50 @@ class JobRunner:
         """Commit every answer of the job to the response cache (same keys as online)."""
         if self.cache is None:
             return
-        good = [o for o in lines.values() if o.text is not None]
-        if not good:
+        good, parts = self._split([o for o in lines.values() if o.text is not None])
+        if not good and not parts:
             return
         keys = pl.Series("key", [o.key for o in good], dtype=pl.String)
         usage = [(o.body or {}).get("usage") or {} for o in good]
         self.cache.put(
             pl.DataFrame(
                 {
-                    "request_hash": cache_keys(keys, self.namespace),
-                    "model": [job.model] * len(good),
-                    "endpoint": [self.endpoint] * len(good),
-                    "response": [o.text for o in good],
-                    "input_tokens": [int(u.get("prompt_tokens") or 0) for u in usage],
-                    "output_tokens": [int(u.get("completion_tokens") or 0) for u in usage],
-                }
+                    "request_hash": [*cache_keys(keys, self.namespace), *(p[0] for p in parts)],
+                    "model": [job.model] * (len(good) + len(parts)),
+                    "endpoint": [self.endpoint] * (len(good) + len(parts)),
+                    "response": [*(o.text for o in good), *(p[1] for p in parts)],
+                    "input_tokens": [
+                        *(int(u.get("prompt_tokens") or 0) for u in usage),
+                        *(p[2] for p in parts),
+                    ],
+                    "output_tokens": [
+                        *(int(u.get("completion_tokens") or 0) for u in usage),
+                        *([0] * len(parts)),
+                    ],
+                },
+                schema_overrides={"input_tokens": pl.Int64, "output_tokens": pl.Int64},
             )
         )
+
+    def _split(
+        self, good: list[LineOutcome]
+    ) -> tuple[list[LineOutcome], list[tuple[str, str, int]]]:
+        """Answers to keep whole, and (key, answer, tokens) per input of the ``inputs`` ones."""
+        whole: list[LineOutcome] = []
+        parts: list[tuple[str, str, int]] = []
+        for o in good:
+            request = self.inputs.get(o.key)
+            usage = (o.body or {}).get("usage") or {}
+            answer = LLMResult(
+                o.key, "ok", response=o.body, input_tokens=int(usage.get("prompt_tokens") or 0)
+            )
+            entries = per_input_entries(request, answer, self.namespace) if request else None
+            if entries is None:
+                whole.append(o)
+            else:
+                parts.extend(entries)
+                self.per_input.add(o.key)
+        return whole, parts
 
     async def run(self, job: BatchJob, texts: Mapping[str, str]) -> JobOutcome:
         """Submit (or resume) and collect one job; provider errors become line errors."""
