@@ -99,10 +99,30 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
     defaults = State()
     for name in STATE_FIELDS:
         if name not in have:
-            conn.execute(
-                f"ALTER TABLE limiter_state ADD COLUMN {name} REAL NOT NULL "
-                f"DEFAULT {float(getattr(defaults, name))!r}"
-            )
+            try:
+                conn.execute(
+                    f"ALTER TABLE limiter_state ADD COLUMN {name} REAL NOT NULL "
+                    f"DEFAULT {float(getattr(defaults, name))!r}"
+                )
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
+
+
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
+    """Switch the file to WAL, retrying while another process holds the lock.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers ``database is
+    locked`` at once (its busy handler is skipped) when two processes open a new file together.
+    """
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.005 * (1 + attempt % 10))
 
 
 class SQLiteStore:
@@ -124,7 +144,7 @@ class SQLiteStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")  # state is advisory: no fsync per commit
             self._local.conn = conn
         return conn
