@@ -88,7 +88,7 @@ def run_requests(
 
     Rounds share one budget, the run's: pass the same ``context`` to every round and the
     engine starts each from what the run already spent (earlier rounds with their uncertain
-    attempts, earlier steps and step retries: see ``Engine._run_spent``). A request the engine
+    attempts, earlier steps and step retries: see ``Engine.run_spent``). A request the engine
     returned no result for becomes an explicit error result: rows are never silently dropped.
     """
     if not requests:

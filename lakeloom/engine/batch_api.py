@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lakeloom.engine.batch_files import URLS, BatchAPI, ChunkLimits, chunk, embedding_inputs
 from lakeloom.engine.batch_files import jsonl_line as _line
 from lakeloom.engine.batch_jobs import JobOutcome, JobRunner, JobTiming
-from lakeloom.engine.batch_spend import BatchSpend
+from lakeloom.engine.batch_spend import BatchSpend, worst_by_key
 from lakeloom.engine.batch_store import BatchJob, BatchStore, job_id
 from lakeloom.engine.cost import BudgetGuard
 from lakeloom.engine.ledger import CallSpend
@@ -208,12 +208,14 @@ class BatchRunner(BlockingCalls, EngineWrapper):
         )
         if planned.requests:
             engine.provider.check_api_key()
-        budget = BudgetGuard(engine.max_cost_usd if max_cost_usd is None else max_cost_usd)
+        limit = engine.max_cost_usd if max_cost_usd is None else max_cost_usd
+        # per run, as online: what the run already spent (ledger by run id, killed calls'
+        # journals booked first, uncertain attempts included) is this call's starting point
+        prior = await asyncio.to_thread(engine.run_spent, context, limit is not None)
+        budget = BudgetGuard(limit, committed_usd=prior)
         self.jobs = []
         spend = CallSpend(engine.ledger, f"batch:{endpoint}", context, engine.prices.version)
         hit_keys = pl.DataFrame({"key": frame["key"], "model": matched["model"]}).filter(hit_mask)
-        if engine.ledger is not None:  # a killed run's journaled answers: booked before the hits
-            await asyncio.to_thread(engine.ledger.recover)
         try:
             results = await self._send(endpoint, planned, budget, context, spend)
         except BaseException:  # cancelled or failed: book what was paid, re-raise
@@ -282,19 +284,18 @@ class BatchRunner(BlockingCalls, EngineWrapper):
                     if key in answers.answered:
                         answers.answered[key].inputs_cached = True
         retry = self._settle(planned, outcomes, index, out, worst, budget, answers.answered)
-        answers.add_settled([r for r in out if r is not None])
+        answers.add_settled([r for r in out if r is not None], worst_by_key(planned, worst))
         if retry:  # online, through the engine: its own cache check, limiter, ledger rows
-            left = None
-            if budget.max_cost_usd is not None:
-                left = max(0.0, budget.max_cost_usd - budget.committed_usd - budget.reserved_usd)
+            # the same guard (prior spend counted once, batch spend settled): resends fit in
+            # what the batch left, each attempt at its online worst case
+            stopped, budget.stopped = budget.stopped, False
             online = await self.engine.arun(
-                [planned.requests[i] for i in retry], context=context, max_cost_usd=left
+                [planned.requests[i] for i in retry], context=context, budget=budget
             )
             for i, result in zip(retry, online, strict=True):
                 result.model = result.model or planned.models[i]
-                budget.committed_usd += result.cost_usd
                 out[i] = result
-            budget.stopped |= bool(getattr(online.stats, "budget_exceeded", False))
+            budget.stopped |= stopped
         return [
             r if r is not None else lost_result(planned.requests[i].key) for i, r in enumerate(out)
         ]
@@ -335,6 +336,7 @@ class BatchRunner(BlockingCalls, EngineWrapper):
                     latency_s=outcome.seconds,
                     model=model,
                     fatal=line.fatal,
+                    uncertain_attempts=int(outcome.still_open),  # booked at its worst case
                 )
         return retry
 

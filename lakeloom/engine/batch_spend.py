@@ -83,8 +83,18 @@ class BatchSpend:
             self.answered[key] = result
             self.spend.add(result)
 
-    def add_settled(self, results: list[LLMResult]) -> None:
-        """Keep the call's other settled results (errors, budget refusals) for the ledger."""
+    def add_settled(self, results: list[LLMResult], worst: Mapping[str, float]) -> None:
+        """Keep the call's other settled results (errors, budget refusals) for the ledger.
+
+        A line of a batch still running (``uncertain_attempts``) may yet be billed: it is booked
+        at its worst case (``uncertain_usd``), so a later call of the same run counts it.
+        """
         for result in results:
             if self.answered.get(result.key) is not result:
-                self.spend.add(result)
+                uncertain = worst.get(result.key, 0.0) if result.uncertain_attempts else 0.0
+                self.spend.add(result, uncertain)
+
+
+def worst_by_key(planned: Planned, worst: list[float]) -> dict[str, float]:
+    """Each planned request's worst case at batch prices, by key."""
+    return {r.key: w for r, w in zip(planned.requests, worst, strict=True)}

@@ -170,13 +170,18 @@ class Engine(BlockingCalls):
         *,
         context: RunContext | None = None,
         max_cost_usd: float | None = None,
+        budget: BudgetGuard | None = None,
     ) -> RunResults:
-        """One ``LLMResult`` per request, in order (a repeated key repeats its result)."""
+        """One ``LLMResult`` per request, in order (a repeated key repeats its result).
+
+        ``budget``: a guard that already holds the run's spend (the Batch API's online resend
+        shares its call's guard); ``max_cost_usd`` and the run's ledger spend are then not read.
+        """
         frame = requests_frame(requests, namespace=self.provider.cache_namespace)
         given = {r.key: r for r in requests}
         models = sorted({self.provider.price_model or str(r.body.get("model")) for r in requests})
         outcome = await self._execute(
-            requests[0].endpoint, frame, given, context, max_cost_usd, models=models
+            requests[0].endpoint, frame, given, context, max_cost_usd, models=models, budget=budget
         )
         results = in_request_order(
             requests, frame["key"], outcome.matched, outcome.hit_mask, outcome.sent
@@ -245,6 +250,7 @@ class Engine(BlockingCalls):
         *,
         models: Sequence[str] | None,
         parsed: Sequence[Mapping[str, Any]] | None = None,
+        budget: BudgetGuard | None = None,
     ) -> _Outcome:
         started = time.perf_counter()
         context = context or RunContext()
@@ -261,9 +267,10 @@ class Engine(BlockingCalls):
         )
         if planned.requests:
             self.provider.check_api_key()
-        limit = self.max_cost_usd if max_cost_usd is None else max_cost_usd
-        prior = await asyncio.to_thread(self._run_spent, context, limit is not None)
-        budget = BudgetGuard(limit, committed_usd=prior)
+        if budget is None:
+            limit = self.max_cost_usd if max_cost_usd is None else max_cost_usd
+            prior = await asyncio.to_thread(self.run_spent, context, limit is not None)
+            budget = BudgetGuard(limit, committed_usd=prior)
         spend = CallSpend(self.ledger, endpoint, context, self.prices.version)
         hits = int(hit_mask.sum())
         hit_keys = pl.DataFrame({"key": frame["key"], "model": matched["model"]}).filter(hit_mask)
@@ -293,7 +300,7 @@ class Engine(BlockingCalls):
         await asyncio.to_thread(spend.book, hit_keys)
         return _Outcome(frame, matched, hit_mask, sent, hits, budget, started)
 
-    def _run_spent(self, context: RunContext, budgeted: bool) -> float:
+    def run_spent(self, context: RunContext, budgeted: bool) -> float:
         """What the run already spent (earlier calls, steps, step retries): the budget's start.
 
         Crashed calls' spend journals are booked first. Ad hoc runs (no run id) count only the
