@@ -1,4 +1,4 @@
-"""Issue 13.5 through Dagster in Batch API mode: the second step starts from what the first spent."""
+"""Issue 13.5 through Dagster, Batch API mode: the second step starts from what the first spent."""
 
 import dagster as dg
 import polars as pl
