@@ -5,15 +5,20 @@ objects, ``run_bodies``/``arun_bodies`` over canonical bodies; one result per in
 so ``core.embed``/``core.generate`` run unchanged on a :class:`BatchRunner`.
 
 Pipeline: hash → one cache join → plan the misses (the same pre-flight checks as online: prices,
-context windows, API key) → budget at batch prices → resume the open jobs whose keys overlap the
-misses (see ``batch_store``) and cut the rest into batches within the per-batch limits
-(requests, bytes, tokens, embedding inputs; one model per batch) → upload, create, poll with
-backoff, download (``batch_jobs``) → answers into the response cache under the online keys (a
-later online run reuses them) → failed lines that a retry can fix (5xx, 429, expired, cancelled,
-failed batch) sent online when ``on_failed="online"``, the rest reported with the provider's
-reason → cost ledger at batch prices, endpoint ``batch:<endpoint>`` (online retries are ledgered
-by the engine as online spend). Each answer's spend is journaled before it enters the cache
-(``batch_spend``), so a run killed before its ledger write is still booked by the next one.
+context windows, API key) → the run's budget (it starts from what the run already spent, read
+from the ledger by run id, as online) reserves each line's worst case at batch prices before
+anything is submitted; lines that do not fit end ``budget exceeded: not sent`` → resume the open
+jobs whose keys overlap the misses (see ``batch_store``) and cut the rest into batches within
+the per-batch limits (requests, bytes, tokens, embedding inputs; one model per batch) → upload,
+create, poll with backoff, download (``batch_jobs``) → answers into the response cache under the
+online keys (a later online run reuses them) → failed lines that a retry can fix (5xx, 429,
+expired, cancelled, failed batch) sent online when ``on_failed="online"`` (through the engine,
+with the same budget guard: the prior spend is counted once), the rest reported with the
+provider's reason; lines of a batch left running are booked at their worst case
+(``uncertain_usd``) → cost ledger at batch prices, endpoint ``batch:<endpoint>`` (online retries
+are ledgered by the engine as online spend). Each answer's spend is journaled before it enters
+the cache (``batch_spend``), so a run killed before its ledger write is still booked by the next
+one.
 """
 
 from __future__ import annotations
