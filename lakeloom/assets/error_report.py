@@ -10,9 +10,12 @@ the cache: their requests get a key that supersedes the cached answer (recorded 
 run's own partitions must have been written by the current code version.
 
 From the UI: Materialize → "Open launchpad",
-``ops: {review_labels: {config: {only_failed: true}}}``; from a shell:
-``dagster asset materialize -m lakeloom.definitions --select review_labels --partition books
---config-json '{"ops": {"review_labels": {"config": {"only_failed": true}}}}'``.
+``ops: {review_labels: {config: {only_failed: true}}}``; from a shell, naming your own code
+location as for ``dagster`` (``-m my_project.definitions`` or ``-f defs.py``; see
+:mod:`lakeloom.cli_location`): ``dagster asset materialize -m my_project.definitions --select
+review_labels --partition books --config-json '{"ops": {"review_labels": {"config":
+{"only_failed": true}}}}'``. ``lakeloom errors`` prints this command with the location the
+failed run was launched from.
 
 After each run the failed rows land in the ``lakeloom_errors`` Delta table (see
 :mod:`lakeloom.reports`) and a markdown summary of their reasons in the materialization's
