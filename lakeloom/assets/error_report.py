@@ -14,8 +14,8 @@ From the UI: Materialize → "Open launchpad",
 location as for ``dagster`` (``-m my_project.definitions`` or ``-f defs.py``; see
 :mod:`lakeloom.cli_location`): ``dagster asset materialize -m my_project.definitions --select
 review_labels --partition books --config-json '{"ops": {"review_labels": {"config":
-{"only_failed": true}}}}'``. ``lakeloom errors`` prints this command with the location the
-failed run was launched from.
+{"only_failed": true}}}}'``. ``lakeloom errors`` prints this command with the location flags it is
+given, else the one the failed run was launched from.
 
 After each run the failed rows land in the ``lakeloom_errors`` Delta table (see
 :mod:`lakeloom.reports`) and a markdown summary of their reasons in the materialization's
