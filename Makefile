@@ -44,12 +44,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $@
 
 demo: install
-	$(BIN)/python -m lakeloom.demo
+	$(BIN)/python -m lakeloom.demos.local
 
 # The scale profile: moto_server (S3) and redis-server on 127.0.0.1, two worker processes, the SQL
 # result read from S3; every service stopped by PID. Options: make demo-scale ARGS="--executor celery"
 demo-scale: install
-	$(BIN)/python -m lakeloom.scale.demo $(ARGS)
+	$(BIN)/python -m lakeloom.demos.scale $(ARGS)
 
 test: install
 	$(BIN)/ruff check lakeloom tests bench

@@ -27,12 +27,12 @@ import time
 import urllib.request
 from typing import Any
 
-from lakeloom.engine.batch_api import BatchRunner, BatchSettings
-from lakeloom.engine.client import ProviderConfig
+from lakeloom.engine.batch.runner import BatchRunner, BatchSettings
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.results import EngineRun
 from lakeloom.engine.runner import Engine
-from lakeloom.settings import Storage
 from lakeloom.sim.launch import start_subprocess
+from lakeloom.storage.settings import Storage
 
 MODEL = "sim-priced"
 LATENCY = "lognormal:60:250"

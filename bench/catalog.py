@@ -19,9 +19,9 @@ import numpy as np
 import polars as pl
 from deltalake import DeltaTable
 
-from lakeloom.catalog import Catalog
-from lakeloom.delta import write_table
-from lakeloom.settings import Storage
+from lakeloom.storage.catalog import Catalog
+from lakeloom.storage.delta import write_table
+from lakeloom.storage.settings import Storage
 
 QUERIES = {
     "full_agg": "SELECT part, count(*), avg(score) FROM facts GROUP BY part",
@@ -60,7 +60,8 @@ def by_polars_lazy(con: duckdb.DuckDBPyConnection, name: str, uri: str) -> None:
 
 
 def by_catalog(con: duckdb.DuckDBPyConnection, name: str, uri: str) -> None:
-    """lakeloom's choice: read_parquet over the snapshot's file list (see lakeloom/catalog.py)."""
+    """lakeloom's choice: read_parquet over the snapshot's file list (see
+    lakeloom/storage/catalog.py)."""
     root = uri.rsplit("/assets/", 1)[0]
     catalog = Catalog(Storage(root=root), database=":memory:")
     [table] = [t for t in catalog.tables() if t.name == name]

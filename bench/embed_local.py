@@ -42,7 +42,7 @@ from lakeloom.local.embed_server import EmbedServerConfig, embed_server
 from lakeloom.local.models import EMBEDDING_MODEL, minilm_path
 from lakeloom.local.process import free_port
 from lakeloom.resources.llm import LLMResource
-from lakeloom.settings import Storage
+from lakeloom.storage.settings import Storage
 
 ROOT = Path(__file__).resolve().parents[1]
 

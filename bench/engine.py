@@ -49,14 +49,14 @@ import aiohttp
 import openai
 import polars as pl
 
-from lakeloom.core.hashing import cache_keys, canonical_bodies, request_keys
-from lakeloom.delta import write_table
-from lakeloom.engine.cache import SCHEMA, ResponseCache
-from lakeloom.engine.client import ProviderConfig
-from lakeloom.engine.limiter import UnlimitedLimiter
+from lakeloom.engine.cache.store import SCHEMA, ResponseCache
+from lakeloom.engine.keys import cache_keys, canonical_bodies, request_keys
+from lakeloom.engine.limiter.base import UnlimitedLimiter
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.runner import Engine
-from lakeloom.settings import Storage
 from lakeloom.sim.launch import start_subprocess
+from lakeloom.storage.delta import write_table
+from lakeloom.storage.settings import Storage
 
 RPM, TPM = 3000, 120_000  # 50 req/s; 2,000 tokens/s => 60-token requests bind on TPM (~33/s)
 MAX_TOKENS = 40

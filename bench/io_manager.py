@@ -28,8 +28,8 @@ import numpy as np
 import polars as pl
 from deltalake import write_deltalake
 
-from lakeloom.delta import in_predicate
 from lakeloom.io_managers import DeltaIOManager
+from lakeloom.storage.delta import in_predicate
 
 PARTITIONS = [f"p{i}" for i in range(10)]
 WORDS = [

@@ -38,7 +38,7 @@ DECISIONS = 20_000
 
 def worker(args: argparse.Namespace) -> None:
     """One worker process: run the engine over its rows, print one JSON line."""
-    from lakeloom.engine.client import ProviderConfig
+    from lakeloom.engine.provider import ProviderConfig
     from lakeloom.engine.runner import Engine
 
     config = ProviderConfig(kind="compatible", base_url=args.base_url, rpm=RPM_LIMIT,
@@ -114,7 +114,7 @@ async def _decisions(limiter: object, total: int) -> float:
 
 def decisions_per_s(url: str) -> float:
     """S2: acquire() calls per second from one process on the store at ``url``."""
-    from lakeloom.engine.limiter import make_limiter
+    from lakeloom.engine.limiter.factory import make_limiter
 
     limiter = make_limiter(f"bench:decisions:{time.time()}", rpm=600_000_000, url=url)
     try:

@@ -12,26 +12,23 @@ import sys
 
 COMMANDS: list[str] = [
     "lakeloom.sim.cli",
-    "lakeloom.catalog_cli",
+    "lakeloom.storage.cli",
     "lakeloom.modal_apps.cli",
     "lakeloom.engine.cli",
-    "lakeloom.engine.cache_cli",
+    "lakeloom.engine.cache.cli",
     "lakeloom.local.cli",
-    "lakeloom.storage.cli",
-    "lakeloom.forecast_cli",
-    "lakeloom.datasets_cli",
-    "lakeloom.reports_cli",
+    "lakeloom.assets.cli",
 ]
 
 
 # Where a command lives, so `lakeloom sql ...` imports one module, not every command's (dagster,
 # openai, modal: seconds per call). A command missing here still works, through every module.
 HOMES: dict[str, str] = {
-    "sql": "lakeloom.catalog_cli",
+    "sql": "lakeloom.storage.cli",
     "cost": "lakeloom.engine.cli",
-    "errors": "lakeloom.reports_cli",
-    "forecast": "lakeloom.forecast_cli",
-    "dataset": "lakeloom.datasets_cli",
+    "errors": "lakeloom.assets.cli",
+    "forecast": "lakeloom.assets.cli",
+    "dataset": "lakeloom.assets.cli",
     "storage": "lakeloom.storage.cli",
 }
 

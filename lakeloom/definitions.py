@@ -11,15 +11,15 @@ import os
 
 import dagster as dg
 
-from lakeloom.assets.demo import DEMO_ASSETS, EMBEDDING_MODEL, LLM_MODEL
-from lakeloom.executors import executor_from_env
+from lakeloom.demos.graph import DEMO_ASSETS, EMBEDDING_MODEL, LLM_MODEL
 from lakeloom.io_managers import DeltaIOManager
 from lakeloom.local.embed_server import DEFAULT_EMBED_PORT
 from lakeloom.local.llama_server import DEFAULT_LLM_PORT
-from lakeloom.resources.catalog import DuckDBCatalogResource
+from lakeloom.resources.duckdb import DuckDBCatalogResource
 from lakeloom.resources.llm import LLMResource
 from lakeloom.resources.modal import ModalResource
-from lakeloom.sensors import run_notification_sensors
+from lakeloom.scale.executors import executor_from_env
+from lakeloom.sensors.run_status import run_notification_sensors
 
 _LLM_URL = os.environ.get("LAKELOOM_LLM_BASE_URL", f"http://127.0.0.1:{DEFAULT_LLM_PORT}/v1")
 _EMBED_URL = os.environ.get("LAKELOOM_EMBED_BASE_URL", f"http://127.0.0.1:{DEFAULT_EMBED_PORT}/v1")
@@ -28,7 +28,7 @@ defs = dg.Definitions(
     assets=DEMO_ASSETS,
     # one JSON summary per finished run to LAKELOOM_WEBHOOK_URL (no-op when unset)
     sensors=run_notification_sensors(),
-    # LAKELOOM_EXECUTOR=in_process | multiprocess | celery | k8s (lakeloom.executors)
+    # LAKELOOM_EXECUTOR=in_process | multiprocess | celery | k8s (lakeloom.scale.executors)
     executor=executor_from_env(),
     resources={
         "io_manager": DeltaIOManager(),

@@ -124,7 +124,7 @@ def defs_py(folder: Path, block: Block) -> None:
 def demo_assets(folder: Path, block: Block) -> str:
     """The demo's assets, which the Predictions and Batch API blocks build on."""
     return (
-        "from lakeloom.assets.demo import ReviewLabel, review_embeddings, review_labels, reviews\n"
+        "from lakeloom.demos.graph import ReviewLabel, review_embeddings, review_labels, reviews\n"
         "from lakeloom.assets.factories import generated_asset\n"
     )
 

@@ -12,13 +12,13 @@ run's own partitions must have been written by the current code version.
 From the UI: Materialize → "Open launchpad",
 ``ops: {review_labels: {config: {only_failed: true}}}``; from a shell, naming your own code
 location as for ``dagster`` (``-m my_project.definitions`` or ``-f defs.py``; see
-:mod:`lakeloom.cli_location`): ``dagster asset materialize -m my_project.definitions --select
+:mod:`lakeloom.assets.location`): ``dagster asset materialize -m my_project.definitions --select
 review_labels --partition books --config-json '{"ops": {"review_labels": {"config":
 {"only_failed": true}}}}'``. ``lakeloom errors`` prints this command with the location flags it is
 given, else the one the failed run was launched from.
 
 After each run the failed rows land in the ``lakeloom_errors`` Delta table (see
-:mod:`lakeloom.reports`) and a markdown summary of their reasons in the materialization's
+:mod:`lakeloom.assets.error_table`) and a markdown summary of their reasons in the materialization's
 ``error_report`` metadata.
 """
 
@@ -32,10 +32,15 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from lakeloom.assets.error_table import (
+    merge_rerun,
+    split_for_rerun,
+    superseded_hashes,
+    write_error_report,
+)
 from lakeloom.core.provenance import ColumnStats
-from lakeloom.delta import scan_table, table_exists
-from lakeloom.reports import merge_rerun, split_for_rerun, superseded_hashes, write_error_report
-from lakeloom.settings import Storage
+from lakeloom.storage.delta import scan_table, table_exists
+from lakeloom.storage.settings import Storage
 
 
 class LLMAssetConfig(dg.Config):

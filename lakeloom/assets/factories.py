@@ -27,14 +27,6 @@ import polars as pl
 from dagster import AssetExecutionContext
 
 from lakeloom.assets import checks
-from lakeloom.assets.backfill import (
-    LLMColumn,
-    attach,
-    column_settings,
-    dry_run_events,
-    make_runner,
-    run_options,
-)
 from lakeloom.assets.error_report import (
     LLMAssetConfig,
     prepare_rerun,
@@ -42,14 +34,22 @@ from lakeloom.assets.error_report import (
     stored_supersedes,
 )
 from lakeloom.assets.partition_spend import partition_label, row_partitions
+from lakeloom.assets.run_modes import (
+    LLMColumn,
+    attach,
+    column_settings,
+    dry_run_events,
+    make_runner,
+    run_options,
+)
 from lakeloom.assets.upstream import Source, resolve_source
 from lakeloom.core.embed import run_embed
 from lakeloom.core.generate import run_generate
-from lakeloom.core.hashing import canonical_json
 from lakeloom.core.provenance import PROVENANCE_DESCRIPTIONS, PROVENANCE_SCHEMA, ColumnStats
 from lakeloom.core.row_keys import check_unique_keys
 from lakeloom.core.specs import EmbedSpec, GenerateSpec
-from lakeloom.engine.batch_api import BatchSettings
+from lakeloom.engine.batch.runner import BatchSettings
+from lakeloom.engine.keys import canonical_json
 from lakeloom.engine.modes import Mode, ModeRunner
 from lakeloom.engine.types import RunContext
 from lakeloom.io_managers.partitions import dimensions
@@ -356,7 +356,7 @@ def embedding_asset(
     ``llm-<resource_key>``; ``backfill_policy`` defaults to one run for any number of partitions.
     ``mode`` is ``online``, ``batch`` (OpenAI Batch API, half price, up to 24 h) or ``auto`` (batch
     when at least ``batch_min_requests`` requests miss the cache; needs ``batch_max_wait_s``);
-    see :mod:`lakeloom.assets.backfill` for run tags and dry runs. A text over the model's
+    see :mod:`lakeloom.assets.run_modes` for run tags and dry runs. A text over the model's
     per-input token limit is that row's error unless ``long_text`` is ``truncate`` or
     ``chunk_mean``; embeddings are cached per text, so any regrouping is answered from the cache.
 

@@ -16,7 +16,7 @@ from lakeloom.io_managers.partitions import (
     Selection,
     column_dtypes,
 )
-from lakeloom.lineage import bounds_expr
+from lakeloom.storage.lineage import bounds_expr
 
 
 def run_keys(context: dg.AssetExecutionContext) -> list[str]:

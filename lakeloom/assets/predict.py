@@ -32,8 +32,8 @@ from lakeloom.core.features import FeatureMismatchError
 from lakeloom.core.predict import PredictSpec, fit, predict
 from lakeloom.io_managers.partitions import dimensions
 from lakeloom.models.store import ModelStore, check_model_name
-from lakeloom.ref import RefError, ref
-from lakeloom.settings import Storage
+from lakeloom.storage.ref import RefError, ref
+from lakeloom.storage.settings import Storage
 
 Sources = Source | Mapping[str, Source]
 CARD_COLUMNS = ("model_name", "model_version", "model_uri", "spec_hash")

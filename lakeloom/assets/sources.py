@@ -19,13 +19,13 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from lakeloom.core.readers import Format, SchemaLike, load_files, polars_schema, resolve_files
 from lakeloom.io_managers.partitions import (
     DEFAULT_COLUMN,
     Selection,
     column_dtypes,
     dimensions,
 )
-from lakeloom.sources import Format, SchemaLike, load_files, polars_schema, resolve_files
 
 PLACEHOLDER = "{partition}"
 

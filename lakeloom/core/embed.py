@@ -50,7 +50,6 @@ from lakeloom.core.provenance import (
     ColumnStats,
     RowLedger,
     Runner,
-    apportion,
     assemble,
     check_keep,
     run_requests,
@@ -59,6 +58,7 @@ from lakeloom.core.row_keys import row_labels
 from lakeloom.core.specs import EmbedSpec
 from lakeloom.engine.embed_inputs import cache_inputs
 from lakeloom.engine.provider_limits import Limits
+from lakeloom.engine.shares import apportion
 from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
 
 __all__ = [

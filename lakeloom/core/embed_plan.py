@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from lakeloom.core.hashing import cache_keys, canonical_bodies, request_key, request_keys
 from lakeloom.core.specs import EmbedSpec
+from lakeloom.engine.keys import cache_keys, canonical_bodies, request_key, request_keys
 from lakeloom.engine.provider_limits import Limits, embedding_input_limit, resolve_limits
 from lakeloom.engine.tokens import count_texts, token_windows
 from lakeloom.engine.types import LLMRequest

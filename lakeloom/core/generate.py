@@ -25,7 +25,6 @@ from typing import Any
 import polars as pl
 from pydantic import ValidationError
 
-from lakeloom.core.hashing import request_key
 from lakeloom.core.provenance import (
     ColumnStats,
     RowLedger,
@@ -37,6 +36,7 @@ from lakeloom.core.provenance import (
 from lakeloom.core.row_keys import row_labels
 from lakeloom.core.schema import OutputSchema, inline_refs
 from lakeloom.core.specs import GenerateSpec, StructuredOutput
+from lakeloom.engine.keys import request_key
 from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
 
 ENDPOINT = "chat.completions"

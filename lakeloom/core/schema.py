@@ -28,7 +28,7 @@ import polars as pl
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
-from lakeloom.core.hashing import canonical_json
+from lakeloom.engine.keys import canonical_json
 
 OutputKind = Literal["model", "enum", "literal", "str"]
 

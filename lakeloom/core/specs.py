@@ -16,9 +16,9 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lakeloom.core.hashing import canonical_json
 from lakeloom.core.prompt import PromptTemplate
 from lakeloom.core.schema import OutputSchema
+from lakeloom.engine.keys import canonical_json
 
 StructuredOutput = Literal["json_schema", "json_object", "none"]
 """How a provider takes a JSON schema (the engine's ``ProviderConfig.structured_output``).

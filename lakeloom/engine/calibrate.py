@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lakeloom.engine.forecast import Forecast
+from lakeloom.engine.estimate import Forecast
 from lakeloom.engine.plan import requests_frame
 from lakeloom.engine.tokens import count_prompt_tokens
 from lakeloom.engine.types import LLMRequest

@@ -19,7 +19,7 @@ import polars as pl
 
 from lakeloom.engine.cost import PriceTable
 from lakeloom.engine.ledger import CostLedger, report
-from lakeloom.settings import Storage
+from lakeloom.storage.settings import Storage
 
 _GROUPS = ("asset", "partition", "model", "day", "run_id")
 

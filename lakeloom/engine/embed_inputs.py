@@ -16,8 +16,8 @@ from typing import Any
 
 import polars as pl
 
-from lakeloom.core.hashing import cache_keys, canonical_json
-from lakeloom.core.provenance import apportion
+from lakeloom.engine.keys import cache_keys, canonical_json
+from lakeloom.engine.shares import apportion
 from lakeloom.engine.types import LLMRequest, LLMResult
 
 

@@ -28,10 +28,10 @@ from typing import Any, Literal
 import polars as pl
 from deltalake.exceptions import TableNotFoundError
 
-from lakeloom.delta import table_exists, write_table
 from lakeloom.engine.ledger_journal import CallSpend, SpendJournal
 from lakeloom.engine.ledger_rows import ledger_rows, rows_from_records
-from lakeloom.settings import Storage, data_dir
+from lakeloom.storage.delta import table_exists, write_table
+from lakeloom.storage.settings import Storage, data_dir
 
 __all__ = ["SCHEMA", "CallSpend", "CostLedger", "SpendJournal", "ledger_rows", "report"]
 

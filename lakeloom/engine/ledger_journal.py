@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -21,8 +21,20 @@ from lakeloom.engine.crash import crash_point
 from lakeloom.engine.ledger_rows import base_row, ledger_rows, partition_shares, result_record
 from lakeloom.engine.types import LLMResult, RunContext
 
-if TYPE_CHECKING:
-    from lakeloom.engine.ledger import CostLedger
+
+class SpendLedger(Protocol):
+    """Where a journal books its rows (``lakeloom.engine.ledger.CostLedger`` is one).
+
+    A protocol, so that the ledger can import the journal and the journal not the ledger.
+    """
+
+    def journal(self, base: Any) -> Any:
+        """Open the crash journal of one engine call."""
+        ...
+
+    def append(self, rows: Any) -> Any:
+        """Book ledger rows."""
+        ...
 
 
 class SpendJournal:
@@ -62,7 +74,7 @@ class CallSpend:
     """
 
     def __init__(
-        self, ledger: CostLedger | None, endpoint: str, context: RunContext, price_table: str
+        self, ledger: SpendLedger | None, endpoint: str, context: RunContext, price_table: str
     ) -> None:
         """Bind the call's ledger (None: nothing is written) and who is spending."""
         self.ledger, self.endpoint, self.context = ledger, endpoint, context

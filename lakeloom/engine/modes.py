@@ -7,7 +7,7 @@ duration at the current limits: sends nothing), reports the forecast, then
 * ``dry_run``: answers every request with an explicit "dry run: not sent" error (nothing is sent,
   nothing is paid; the caller materializes nothing);
 * ``online``: the engine as usual;
-* ``batch``: :class:`~lakeloom.engine.batch_api.BatchRunner`;
+* ``batch``: :class:`~lakeloom.engine.batch.runner.BatchRunner`;
 * ``auto``: batch when at least ``batch_min_requests`` requests miss the cache, else online.
 
 Later rounds (structured-output repairs, embedding batches split after a 400) always go online:
@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from lakeloom.engine.batch_api import BatchRunner, BatchSettings
+from lakeloom.engine.batch.runner import BatchRunner, BatchSettings
 from lakeloom.engine.calibrate import calibrate
-from lakeloom.engine.forecast import Forecast
+from lakeloom.engine.estimate import Forecast
 from lakeloom.engine.results import RunResults, RunStats
 from lakeloom.engine.runner import Engine, EngineWrapper
 from lakeloom.engine.types import LLMRequest, LLMResult, RunContext

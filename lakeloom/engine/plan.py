@@ -18,9 +18,9 @@ from typing import Any
 
 import polars as pl
 
-from lakeloom.core.hashing import cache_keys, canonical_json, request_keys
-from lakeloom.engine.client import ProviderConfig
 from lakeloom.engine.cost import ModelPrice, PriceTable, worst_output_tokens
+from lakeloom.engine.keys import cache_keys, canonical_json, request_keys
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.provider_limits import Limits, embedding_input_limit, resolve_limits
 from lakeloom.engine.tokens import count_prompt_tokens, count_texts, embedding_inputs
 from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult

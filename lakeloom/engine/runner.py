@@ -23,15 +23,16 @@ from typing import Any
 
 import polars as pl
 
-from lakeloom.engine.cache import ResponseCache
-from lakeloom.engine.client import Client, ProviderConfig
+from lakeloom.engine.cache.store import ResponseCache
+from lakeloom.engine.client import Client
 from lakeloom.engine.cost import BUDGET_ERROR, BudgetGuard, PriceTable
 from lakeloom.engine.embed_inputs import cache_inputs
-from lakeloom.engine.forecast import Forecast, forecast
+from lakeloom.engine.estimate import Forecast, forecast
 from lakeloom.engine.ledger import CallSpend, CostLedger
-from lakeloom.engine.limiter import RateLimiter, UnlimitedLimiter
+from lakeloom.engine.limiter.base import RateLimiter
 from lakeloom.engine.plan import Bodies, Planned, plan, request_frame, requests_frame
 from lakeloom.engine.progress import ProgressCallback, ProgressTracker
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.results import (
     MATCH_SCHEMA,
     EngineRun,
@@ -43,7 +44,7 @@ from lakeloom.engine.results import (
     run_stats,
 )
 from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult, RunContext
-from lakeloom.settings import Storage
+from lakeloom.storage.settings import Storage
 
 __all__ = ["BUDGET_ERROR", "Engine", "EngineRun", "RunResults", "RunStats"]
 
@@ -214,7 +215,7 @@ class Engine(BlockingCalls):
         return EngineRun(results, self._stats(outcome, ok))
 
     def forecast(self, endpoint: Endpoint, bodies: Bodies, **kwargs: Any) -> Forecast:
-        """Dry run over bodies: see :func:`lakeloom.engine.forecast.forecast`; sends nothing."""
+        """Dry run over bodies: see :func:`lakeloom.engine.estimate.forecast`; sends nothing."""
         frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
         return forecast(self, endpoint, frame, **kwargs)
 
@@ -427,12 +428,9 @@ def _track_rows(
 
 
 def _default_limiter(provider: ProviderConfig, url: str | None) -> RateLimiter:
-    from lakeloom.engine import limiter as limiter_module
+    from lakeloom.engine.limiter.factory import make_limiter
 
-    factory = getattr(limiter_module, "make_limiter", None)
-    if factory is None:
-        return UnlimitedLimiter()
-    return factory(provider.limiter_key, rpm=provider.rpm, tpm=provider.tpm, url=url)
+    return make_limiter(provider.limiter_key, rpm=provider.rpm, tpm=provider.tpm, url=url)
 
 
 def _blocking(coro: Any) -> Any:

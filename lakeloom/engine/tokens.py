@@ -21,7 +21,7 @@ from typing import Any
 
 import tiktoken
 
-from lakeloom.settings import data_dir
+from lakeloom.storage.settings import data_dir
 
 _BLOBS = {
     "cl100k_base": (
@@ -197,7 +197,7 @@ def _body_texts(endpoint: str, body: Mapping[str, Any]) -> tuple[list[str], int]
         texts.extend(_message_texts(message))
     fmt = body.get("response_format")
     if isinstance(fmt, Mapping) and fmt.get("type") != "text":
-        from lakeloom.core.hashing import canonical_json
+        from lakeloom.engine.keys import canonical_json
 
         texts.append(canonical_json(fmt))
     return texts, overhead

@@ -25,7 +25,7 @@ import openai
 from lakeloom.engine.types import LLMRequest
 
 if TYPE_CHECKING:
-    from lakeloom.engine.client import ProviderConfig
+    from lakeloom.engine.provider import ProviderConfig
 
 PATHS = {"chat.completions": "chat/completions", "embeddings": "embeddings"}
 FATAL_STATUS = frozenset({401, 403})

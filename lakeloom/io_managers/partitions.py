@@ -5,7 +5,8 @@ Each partition dimension lives in one column: named by the asset's ``partition_e
 one-dimensional definition and the dimension's name for a multi-dimensional one. Static and
 dynamic keys are strings; a time window is a range on a Date (daily or coarser) or Datetime
 column. From a set of keys this module derives the SQL predicate for delta-rs ``replaceWhere``,
-the polars filter for reads, and the per-key :class:`~lakeloom.lineage.Bound` s kept in lineage.
+the polars filter for reads, and the per-key :class:`~lakeloom.storage.lineage.Bound` s kept in
+lineage.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import polars as pl
 
-from lakeloom.delta import in_predicate
-from lakeloom.lineage import Bound, bounds_expr, bounds_sql
+from lakeloom.storage.delta import in_predicate
+from lakeloom.storage.lineage import Bound, bounds_expr, bounds_sql
 
 DEFAULT_COLUMN = "partition"
 

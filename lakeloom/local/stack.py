@@ -29,7 +29,7 @@ from lakeloom.local.llama_server import (
 )
 from lakeloom.local.models import DEFAULT_LLM
 from lakeloom.local.process import ManagedServer, http_ok, stop_process_group
-from lakeloom.settings import data_dir
+from lakeloom.storage.settings import data_dir
 
 Role = Literal["llm", "embeddings"]
 ROLES: tuple[Role, ...] = ("llm", "embeddings")

@@ -1,4 +1,4 @@
-"""References as the training functions take them: JSON text of a ``lakeloom.ref.Ref``.
+"""References as the training functions take them: JSON text of a ``lakeloom.storage.ref.Ref``.
 
 JSON text is what crosses the wire to Modal (small, readable in logs, no pickled objects); these
 helpers accept a ``Ref``, its JSON or its dict, open it where the storage is reachable, and move
@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from lakeloom.ref import Ref
+from lakeloom.storage.ref import Ref
 
 RefLike = Ref | str | bytes | Mapping[str, Any]
 

@@ -26,12 +26,12 @@ import polars as pl
 from lakeloom.core.cv import FoldResult, NestedCVResult, TrainingData, assemble
 from lakeloom.core.features import FeatureSchema, TargetInfo
 from lakeloom.core.predict import PredictSpec, fit, predict, prepare_training_data, run_outer_fold
-from lakeloom.delta import write_table
-from lakeloom.lineage import bounds_sql
 from lakeloom.modal_apps.config import TrainConfig
 from lakeloom.modal_apps.refs import as_ref, open_reference, ref_dict
 from lakeloom.models.store import ModelRef, ModelStore
-from lakeloom.settings import Storage
+from lakeloom.storage.delta import write_table
+from lakeloom.storage.lineage import bounds_sql
+from lakeloom.storage.settings import Storage
 
 config = TrainConfig.from_env()
 

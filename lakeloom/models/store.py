@@ -35,10 +35,10 @@ from lakeloom.core.features import FeatureMismatchError
 from lakeloom.core.predict import TrainedModel
 from lakeloom.models import formats
 from lakeloom.models.formats import ModelIntegrityError
-from lakeloom.settings import Storage
 from lakeloom.storage.check import ensure_safe_storage
 from lakeloom.storage.env import is_s3
 from lakeloom.storage.objects import s3_filesystem, s3_store
+from lakeloom.storage.settings import Storage
 
 MODELS_DIR = "_lakeloom/models"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

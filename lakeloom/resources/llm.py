@@ -18,7 +18,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field, PrivateAttr, SecretStr
 
-from lakeloom.engine.client import MissingAPIKeyError, ProviderConfig
+from lakeloom.engine.provider import MissingAPIKeyError, ProviderConfig
 
 _DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "azure": "AZURE_OPENAI_API_KEY"}
 

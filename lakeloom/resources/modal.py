@@ -25,7 +25,7 @@ from lakeloom.modal_apps.credentials import ModalCredentialsError, require_crede
 from lakeloom.modal_apps.refs import RefLike, ref_json, remap_root
 from lakeloom.models.store import ModelRef
 from lakeloom.resources.llm import LLMResource
-from lakeloom.settings import Storage
+from lakeloom.storage.settings import Storage
 
 Mode = Literal["local", "modal"]
 AppRole = Literal["tei", "vllm", "train"]

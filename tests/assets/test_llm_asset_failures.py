@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from lakeloom.assets.factories import embedding_asset, generated_asset
-from lakeloom.catalog import Catalog
 from lakeloom.resources.llm import LLMResource
+from lakeloom.storage.catalog import Catalog
 from tests.fixtures.delta_io import read
 
 SHOPS = dg.StaticPartitionsDefinition(["north", "south"])

@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from lakeloom.assets.predict import cv_report_asset, join_sources, model_asset, prediction_asset
 from lakeloom.core.predict import PredictSpec
 from lakeloom.models import ModelStore
-from lakeloom.ref import Ref
+from lakeloom.storage.ref import Ref
 from tests.fixtures.delta_io import mat_metadata, read
 
 PARTS = dg.StaticPartitionsDefinition(["p0", "p1", "p2"])

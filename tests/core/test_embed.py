@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from lakeloom.core.embed import VECTOR_DTYPE, content_batches, embed_column, run_embed
-from lakeloom.core.hashing import request_key
 from lakeloom.core.specs import EmbedSpec
+from lakeloom.engine.keys import request_key
 
 
 def texts(n: int) -> list[str]:

@@ -6,14 +6,14 @@ import numpy as np
 import polars as pl
 
 from lakeloom.core.embed import embed_body, input_keys, run_embed
-from lakeloom.core.hashing import cache_keys, request_key
 from lakeloom.core.specs import EmbedSpec
-from lakeloom.engine import cache as cache_module
-from lakeloom.engine.batch_api import BatchRunner, BatchSettings
-from lakeloom.engine.cache import ResponseCache
+from lakeloom.engine.batch.runner import BatchRunner, BatchSettings
+from lakeloom.engine.cache import store as cache_module
+from lakeloom.engine.cache.store import ResponseCache
+from lakeloom.engine.keys import cache_keys, request_key
 from lakeloom.engine.modes import ModeRunner
 from lakeloom.engine.types import LLMRequest
-from lakeloom.settings import Storage
+from lakeloom.storage.settings import Storage
 from tests.fixtures.recording_proxy import recording_proxy  # noqa: F401 - fixture
 
 

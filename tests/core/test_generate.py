@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from lakeloom.core.generate import generate_column, run_generate
 from lakeloom.core.prompt import PromptError
 from lakeloom.core.specs import GenerateSpec
-from lakeloom.delta import read_table, write_table
+from lakeloom.storage.delta import read_table, write_table
 
 
 class Sentiment(enum.Enum):

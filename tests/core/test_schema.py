@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, Field, ValidationError
 
 from lakeloom.core.schema import OutputSchema, UnsupportedOutputType, inline_refs, polars_dtype
-from lakeloom.delta import read_table, write_table
+from lakeloom.storage.delta import read_table, write_table
 
 
 class Sentiment(enum.Enum):

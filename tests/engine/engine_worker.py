@@ -9,12 +9,12 @@ import argparse
 import json
 import time
 
-from lakeloom.engine.cache import ResponseCache
-from lakeloom.engine.client import ProviderConfig
-from lakeloom.engine.limiter import UnlimitedLimiter
+from lakeloom.engine.cache.store import ResponseCache
+from lakeloom.engine.limiter.base import UnlimitedLimiter
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.runner import Engine
 from lakeloom.engine.types import RunContext
-from lakeloom.settings import Storage
+from lakeloom.storage.settings import Storage
 from tests.fixtures.engine import chat_bodies
 
 

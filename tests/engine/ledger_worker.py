@@ -7,11 +7,11 @@ and before the ledger is written (storage comes from LAKELOOM_HOME / LAKELOOM_ST
 
 import argparse
 
-from lakeloom.engine.client import ProviderConfig
-from lakeloom.engine.limiter import UnlimitedLimiter
+from lakeloom.engine.limiter.base import UnlimitedLimiter
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.runner import Engine
 from lakeloom.engine.types import RunContext
-from lakeloom.settings import Storage
+from lakeloom.storage.settings import Storage
 from tests.fixtures.engine import chat_bodies
 
 

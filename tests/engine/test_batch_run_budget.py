@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 from lakeloom.core.reasons import reason_class
-from lakeloom.engine.batch_api import BatchRunner, BatchSettings
-from lakeloom.engine.limiter import UnlimitedLimiter
+from lakeloom.engine.batch.runner import BatchRunner, BatchSettings
+from lakeloom.engine.limiter.base import UnlimitedLimiter
 from lakeloom.engine.runner import Engine
 from lakeloom.engine.types import RunContext
 from tests.fixtures.engine import chat_bodies

@@ -5,7 +5,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from lakeloom.assets.factories import generated_asset
-from lakeloom.engine.batch_api import BatchSettings
+from lakeloom.engine.batch.runner import BatchSettings
 from lakeloom.engine.ledger import CostLedger
 from lakeloom.io_managers import DeltaIOManager
 from lakeloom.resources.llm import LLMResource

@@ -1,6 +1,6 @@
 """The blocking wrappers cost nothing per result once the answers are in."""
 
-from lakeloom.core.hashing import request_key
+from lakeloom.engine.keys import request_key
 from lakeloom.engine.types import LLMRequest, LLMResult
 
 

@@ -3,8 +3,8 @@
 import polars as pl
 import pytest
 
-from lakeloom.core.hashing import cache_keys
-from lakeloom.engine.cache import ResponseCache
+from lakeloom.engine.cache.store import ResponseCache
+from lakeloom.engine.keys import cache_keys
 from tests.fixtures.engine import chat_bodies
 
 

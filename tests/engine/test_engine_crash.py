@@ -17,9 +17,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lakeloom.core.hashing import cache_keys, canonical_json, request_keys
-from lakeloom.engine.cache import ResponseCache
-from lakeloom.engine.limiter import UnlimitedLimiter
+from lakeloom.engine.cache.store import ResponseCache
+from lakeloom.engine.keys import cache_keys, canonical_json, request_keys
+from lakeloom.engine.limiter.base import UnlimitedLimiter
 from lakeloom.engine.runner import Engine
 from lakeloom.engine.types import RunContext
 from tests.fixtures.engine import chat_bodies

@@ -7,10 +7,10 @@ import socket
 import polars as pl
 import pytest
 
-from lakeloom.core.hashing import request_key
-from lakeloom.engine.client import ProviderConfig
+from lakeloom.engine.keys import request_key
 from lakeloom.engine.ledger import CostLedger
-from lakeloom.engine.limiter import Admission, UnlimitedLimiter
+from lakeloom.engine.limiter.base import Admission, UnlimitedLimiter
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.runner import Engine
 from lakeloom.engine.types import LLMRequest, RunContext
 from tests.fixtures.engine import chat_bodies

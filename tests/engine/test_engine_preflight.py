@@ -2,10 +2,10 @@
 
 import pytest
 
-from lakeloom.core.hashing import request_key
-from lakeloom.engine.client import MissingAPIKeyError, ProviderConfig
 from lakeloom.engine.cost import UnknownModelError
+from lakeloom.engine.keys import request_key
 from lakeloom.engine.plan import EmptyInputError, InvalidRequestError
+from lakeloom.engine.provider import MissingAPIKeyError, ProviderConfig
 from lakeloom.engine.runner import Engine
 from lakeloom.engine.types import LLMRequest
 from tests.fixtures.engine import chat_bodies

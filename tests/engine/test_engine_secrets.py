@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from lakeloom.engine.cache import ResponseCache
-from lakeloom.engine.client import ProviderConfig
+from lakeloom.engine.cache.store import ResponseCache
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.runner import Engine
 from tests.fixtures.engine import chat_bodies
 
@@ -138,8 +138,8 @@ def test_redis_limiter_password_never_in_keys_logs_or_results(
 
 
 def test_redis_limiter_errors_never_echo_the_password(redis_with_password, monkeypatch):
-    from lakeloom.engine.limiter import open_store
-    from lakeloom.engine.limiter_stores import LimiterUnavailable
+    from lakeloom.engine.limiter.factory import open_store
+    from lakeloom.engine.limiter.stores import LimiterUnavailable
 
     url, port = redis_with_password
     wrong = f"redis://:{REDIS_PASSWORD}-wrong@127.0.0.1:{port}/0"
@@ -179,7 +179,7 @@ def test_limiter_keys_built_elsewhere_are_cleaned_before_they_are_stored(tmp_pat
     import asyncio
     import sqlite3
 
-    from lakeloom.engine.limiter import make_limiter
+    from lakeloom.engine.limiter.factory import make_limiter
 
     with_query = f"http://127.0.0.1:9/v1?api-key={QUERY_KEY}"
     config = ProviderConfig(kind="compatible", base_url="http://127.0.0.1:9/v1",
@@ -245,9 +245,9 @@ def test_llm_asset_with_a_password_in_limiter_url_leaks_nowhere_in_dagster(
 
 def test_batch_jobs_table_records_the_provider_without_url_secrets(sim_engine):
     """The Batch API job log (a Delta table) names the provider by its cleaned limiter key."""
-    from lakeloom.engine.batch_api import BatchRunner, BatchSettings
-    from lakeloom.engine.batch_store import BatchStore
-    from lakeloom.engine.limiter import UnlimitedLimiter
+    from lakeloom.engine.batch.runner import BatchRunner, BatchSettings
+    from lakeloom.engine.batch.store import BatchStore
+    from lakeloom.engine.limiter.base import UnlimitedLimiter
 
     key = f"team:http://user:{URL_PASSWORD}@gw.example/v1?api-key={QUERY_KEY}"
     sim, engine = sim_engine(

@@ -11,7 +11,7 @@ import sys
 
 import polars as pl
 
-from lakeloom.engine.limiter import UnlimitedLimiter
+from lakeloom.engine.limiter.base import UnlimitedLimiter
 from lakeloom.engine.runner import Engine
 from lakeloom.engine.types import RunContext
 from tests.fixtures.engine import chat_bodies

@@ -13,10 +13,10 @@ from typing import Literal
 import polars as pl
 
 from lakeloom.core.generate import generate_column
-from lakeloom.core.hashing import request_key
 from lakeloom.core.reasons import reason_class
-from lakeloom.engine.batch_api import BatchRunner, BatchSettings
-from lakeloom.engine.limiter import UnlimitedLimiter
+from lakeloom.engine.batch.runner import BatchRunner, BatchSettings
+from lakeloom.engine.keys import request_key
+from lakeloom.engine.limiter.base import UnlimitedLimiter
 from lakeloom.engine.types import LLMRequest
 from tests.fixtures.engine import chat_bodies
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import lakeloom.engine.provider_limits as provider_limits
-from lakeloom.core.hashing import request_key
-from lakeloom.engine.client import ProviderConfig
 from lakeloom.engine.cost import PriceTable
+from lakeloom.engine.keys import request_key
 from lakeloom.engine.plan import plan, requests_frame
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.provider_limits import bundled_limits, resolve_limits
 from lakeloom.engine.types import LLMRequest
 from lakeloom.resources.llm import LLMResource

@@ -33,8 +33,8 @@ from pydantic import BaseModel
 from lakeloom.core.embed import run_embed
 from lakeloom.core.generate import generate_column
 from lakeloom.core.specs import EmbedSpec
-from lakeloom.engine.batch_api import BatchRunner, BatchSettings
-from lakeloom.engine.limiter import UnlimitedLimiter
+from lakeloom.engine.batch.runner import BatchRunner, BatchSettings
+from lakeloom.engine.limiter.base import UnlimitedLimiter
 from lakeloom.engine.types import LLMRequest
 from tests.fixtures.sdk_shapes import request_problems
 
@@ -126,7 +126,8 @@ def _sim_get(sim: Any, path: str) -> bytes:
 
 
 class InputLine(BaseModel):
-    """A Batch API input line (https://platform.openai.com/docs/api-reference/batch/request-input)."""
+    """A Batch API input line
+    (https://platform.openai.com/docs/api-reference/batch/request-input)."""
 
     model_config = {"extra": "forbid"}
     custom_id: str

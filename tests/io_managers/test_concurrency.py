@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable
 
-from lakeloom.lineage import CommitLineage
+from lakeloom.storage.lineage import CommitLineage
 
 ROUNDS = 4
 

@@ -3,9 +3,9 @@
 import dagster as dg
 import polars as pl
 
-from lakeloom.catalog import Catalog
 from lakeloom.io_managers import DeltaIOManager
-from lakeloom.ref import ref
+from lakeloom.storage.catalog import Catalog
+from lakeloom.storage.ref import ref
 
 PARTS = dg.StaticPartitionsDefinition(["a", "b"])
 

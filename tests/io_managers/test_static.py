@@ -5,10 +5,10 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from lakeloom.delta import table_exists
 from lakeloom.io_managers import DeltaIOManager, MissingUpstreamError
 from lakeloom.io_managers.partitions import PartitionColumnError
-from lakeloom.lineage import CommitLineage
+from lakeloom.storage.delta import table_exists
+from lakeloom.storage.lineage import CommitLineage
 from tests.fixtures.delta_io import mat_metadata, read
 
 KEYS = ["a", "b", "c", "d"]

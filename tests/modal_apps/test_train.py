@@ -13,12 +13,12 @@ from sklearn.datasets import load_breast_cancer
 
 from lakeloom.core.cv import evaluate
 from lakeloom.core.predict import PredictSpec, fit, predict
-from lakeloom.delta import read_table, write_table
 from lakeloom.modal_apps import train
 from lakeloom.modal_apps.refs import remap_root
 from lakeloom.models.store import ModelRef, ModelStore
-from lakeloom.ref import Ref, ref
-from lakeloom.settings import Storage
+from lakeloom.storage.delta import read_table, write_table
+from lakeloom.storage.ref import Ref, ref
+from lakeloom.storage.settings import Storage
 
 SPEC = PredictSpec(
     features=("embedding", "mean_radius", "mean_texture", "worst_area", "site"),

@@ -19,7 +19,7 @@ from lakeloom.models import (
     load_model,
     save_model,
 )
-from lakeloom.settings import Storage
+from lakeloom.storage.settings import Storage
 
 
 @pytest.fixture(scope="module")

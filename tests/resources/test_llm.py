@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from lakeloom.assets.factories import generated_asset
-from lakeloom.engine.client import MissingAPIKeyError
+from lakeloom.engine.provider import MissingAPIKeyError
 from lakeloom.resources.llm import LLMResource
 
 SECRET = "sk-lakeloom-test-7f3a9c1e5b"

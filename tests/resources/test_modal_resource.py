@@ -8,14 +8,14 @@ import pytest
 
 from lakeloom.core.cv import evaluate
 from lakeloom.core.predict import PredictSpec
-from lakeloom.delta import read_table, write_table
 from lakeloom.modal_apps import train
 from lakeloom.modal_apps.config import TrainConfig
 from lakeloom.modal_apps.credentials import ModalCredentialsError, credentials_source
-from lakeloom.ref import Ref, ref
 from lakeloom.resources import modal as modal_resource
 from lakeloom.resources.llm import LLMResource
 from lakeloom.resources.modal import ModalAppNotFoundError, ModalResource
+from lakeloom.storage.delta import read_table, write_table
+from lakeloom.storage.ref import Ref, ref
 from tests.fixtures.network import record_network
 from tests.modal_apps.test_train import cancer_frame
 

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lakeloom.engine.client import ProviderConfig
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.runner import Engine
 from tests.fixtures.engine import chat_bodies
 from tests.fixtures.pacing import Schedule

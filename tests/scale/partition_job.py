@@ -13,9 +13,9 @@ import polars as pl
 from pydantic import BaseModel
 
 from lakeloom.assets.factories import generated_asset
-from lakeloom.executors import executor_from_env
 from lakeloom.io_managers import DeltaIOManager
 from lakeloom.resources.llm import LLMResource
+from lakeloom.scale.executors import executor_from_env
 
 PARTS = dg.StaticPartitionsDefinition(["p0", "p1", "p2", "p3"])
 ROWS = 25

@@ -2,7 +2,8 @@
 
 Usage: python -m tests.scale.s3_writer URI PARTITION WRITER BARRIER ROUNDS MAX_ATTEMPTS
 Storage options come from LAKELOOM_STORAGE_OPTIONS. Every round overwrites PARTITION with 500
-rows tagged (WRITER, round) through ``lakeloom.delta.write_table``. Starts when the test says go
+rows tagged (WRITER, round) through ``lakeloom.storage.delta.write_table``. Starts when the test
+says go
 on the BARRIER folder (``tests.fixtures.together``) so the writers overlap. Prints one JSON
 line: committed versions, conflicts retried, errors.
 """
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import polars as pl
 
-from lakeloom.delta import DeltaWriteConflict, in_predicate, write_table
-from lakeloom.settings import Storage
+from lakeloom.storage.delta import DeltaWriteConflict, in_predicate, write_table
+from lakeloom.storage.settings import Storage
 from tests.fixtures.together import wait_for_go
 
 
@@ -31,7 +32,7 @@ class CountRetries(logging.Handler):
 
 def main(uri: str, partition: str, writer: str, barrier: str, rounds: int, attempts: int):
     retries = CountRetries()
-    logger = logging.getLogger("lakeloom.delta")
+    logger = logging.getLogger("lakeloom.storage.delta")
     logger.addHandler(retries)
     logger.setLevel(logging.INFO)
     options = Storage.from_env().storage_options

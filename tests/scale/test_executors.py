@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lakeloom.executors import ExecutorConfigError, celery_worker_command, executor_from_env
-from lakeloom.scale.backfill import run_partitions
+from lakeloom.scale.executors import ExecutorConfigError, celery_worker_command, executor_from_env
+from lakeloom.scale.partition_runs import run_partitions
 from tests.scale.partition_job import PARTS, ROWS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
-from lakeloom.engine.cache import ResponseCache
-from lakeloom.engine.client import ProviderConfig
+from lakeloom.engine.cache.store import ResponseCache
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.runner import Engine
 from tests.fixtures.engine import chat_bodies
 from tests.fixtures.pacing import assert_paced, slots_from_json

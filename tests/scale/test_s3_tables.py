@@ -8,18 +8,18 @@ import dagster as dg
 import polars as pl
 from deltalake import DeltaTable
 
-from lakeloom.catalog import Catalog
-from lakeloom.catalog_cli import run as sql_run
 from lakeloom.cli import build_parser
 from lakeloom.core.predict import PredictSpec, fit, predict
-from lakeloom.engine.cache import ResponseCache
-from lakeloom.engine.client import ProviderConfig
-from lakeloom.engine.limiter import UnlimitedLimiter
+from lakeloom.engine.cache.store import ResponseCache
+from lakeloom.engine.limiter.base import UnlimitedLimiter
+from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.runner import Engine
 from lakeloom.io_managers import DeltaIOManager
 from lakeloom.models import ModelStore
-from lakeloom.ref import ref
-from lakeloom.settings import Storage
+from lakeloom.storage.catalog import Catalog
+from lakeloom.storage.cli_sql import run as sql_run
+from lakeloom.storage.ref import ref
+from lakeloom.storage.settings import Storage
 from tests.fixtures.engine import chat_bodies
 
 PARTS = dg.StaticPartitionsDefinition(["amazon", "movies", "nyt"])

@@ -7,12 +7,12 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from lakeloom.delta import write_table
 from lakeloom.io_managers import DeltaIOManager
 from lakeloom.models import ModelStore
-from lakeloom.settings import Storage
 from lakeloom.storage import ConditionalWritesUnsupported, StorageCheckError
 from lakeloom.storage.check import check_conditional_writes
+from lakeloom.storage.delta import write_table
+from lakeloom.storage.settings import Storage
 
 
 class AcceptEveryPut(http.server.BaseHTTPRequestHandler):
