@@ -11,35 +11,33 @@ output tokens are already estimated from the same history).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from lakeloom.engine.cost import PriceTable
 from lakeloom.engine.estimate import Forecast
-from lakeloom.engine.plan import requests_frame
+from lakeloom.engine.prepare import Prepared
 from lakeloom.engine.tokens import count_prompt_tokens
-from lakeloom.engine.types import LLMRequest
-
-if TYPE_CHECKING:
-    from lakeloom.engine.runner import Engine
 
 MIN_HITS = 20
 """Fewer cached answers than this: keep the tokenizer's estimate."""
 
 
 def calibrate(
-    engine: Engine,
-    requests: Sequence[LLMRequest],
+    prepared: Prepared,
+    prices: PriceTable,
     forecast: Forecast,
     *,
     sample: int = 500,
 ) -> tuple[Forecast, str]:
-    """Return the forecast with calibrated input tokens and dollars, and how they were found."""
+    """Return the forecast with calibrated input tokens and dollars, and how they were found.
+
+    Reads the cache hits ``prepared`` already matched (no second lookup).
+    """
     basis = "tokenizer estimate"
+    requests = prepared.requests
     if not requests or forecast.to_send == 0 or len(forecast.models) != 1:
         return forecast, basis
-    frame = requests_frame(requests, namespace=engine.provider.cache_namespace)
-    matched = engine.match(frame)
-    hits = [i for i, hit in enumerate(matched["response"].is_not_null()) if hit][:sample]
+    matched = prepared.matched
+    hits = [i for i, hit in enumerate(prepared.hit_mask) if hit][:sample]
     if len(hits) < MIN_HITS:
         return forecast, basis
     reported = matched["input_tokens"].gather(hits).fill_null(0).to_list()
@@ -50,7 +48,7 @@ def calibrate(
     if sum(estimated) <= 0 or sum(reported) <= 0:
         return forecast, basis
     ratio = sum(reported) / sum(estimated)
-    price = engine.prices.get(next(iter(forecast.models)))
+    price = prices.get(next(iter(forecast.models)))
     tokens = round(forecast.input_tokens * ratio)
     out = forecast.output_tokens
     calibrated = dataclasses.replace(

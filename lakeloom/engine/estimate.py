@@ -1,8 +1,8 @@
 """Dry run: what a run would send, read and cost, computed without sending anything.
 
-The forecast goes through the same steps as a real run up to the point of sending: hashing,
-the cache join (hits cost nothing), the pre-flight checks (prices, context windows) and token
-counting. Output tokens are unknowable before the call, so the estimate says where it came
+The forecast is a pure function of a run's :class:`~lakeloom.engine.prepare.Prepared` (the
+same hashing, cache join, pre-flight checks and token counts a real run sends from: hits cost
+nothing). Output tokens are unknowable before the call, so the estimate says where it came
 from: an explicit ``expected_output_tokens``, the mean of this model's cached responses
 ("history"), or the requests' ``max_tokens`` (an upper bound).
 """
@@ -11,37 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import polars as pl
-
-from lakeloom.engine.plan import plan
-from lakeloom.engine.provider import ProviderConfig
-from lakeloom.engine.types import Endpoint, LLMRequest
-
-
-class ForecastSource(Protocol):
-    """What a forecast reads from an engine (``lakeloom.engine.runner.Engine`` is one).
-
-    A protocol, not the ``Engine`` class, so that the runner can import the forecast and the
-    forecast not the runner.
-    """
-
-    cache: Any
-    prices: Any
-
-    @property
-    def provider(self) -> ProviderConfig:
-        """The provider the run would send to."""
-        ...
-
-    def match(self, frame: pl.DataFrame) -> Any:
-        """Cache hits for the frame's keys."""
-        ...
-
-    def misses(self, frame: pl.DataFrame, hit_mask: Any) -> pl.DataFrame:
-        """The frame's requests that the cache does not answer."""
-        ...
+from lakeloom.engine.prepare import Prepared
 
 
 @dataclass(slots=True)
@@ -88,46 +60,21 @@ class Forecast:
         )
 
 
-def _history(engine: ForecastSource, models: list[str]) -> dict[str, float]:
-    """Mean output tokens of cached responses per model (the best guess for new ones)."""
-    cache = engine.cache
-    if cache is None or not models:
-        return {}
-    lf = cache._scan(models)  # noqa: SLF001 - same package
-    if lf is None:
-        return {}
-    means = lf.group_by("model").agg(pl.col("output_tokens").mean().alias("m")).collect()
-    return {m: float(v) for m, v in means.iter_rows() if v is not None}
-
-
-def _rows_per_request(frame: pl.DataFrame, given: Mapping[str, LLMRequest] | None) -> pl.Series:
-    """Rows each request of ``frame`` answers: its inputs for an embeddings batch, else 1."""
-    if not given:
-        return pl.Series("rows", [1] * frame.height, dtype=pl.Int64)
-    counts = [len(r.input_keys) or 1 if (r := given.get(k)) else 1 for k in frame["key"]]
-    return pl.Series("rows", counts, dtype=pl.Int64)
-
-
 def forecast(
-    engine: ForecastSource,
-    endpoint: Endpoint,
-    frame: pl.DataFrame,
+    prepared: Prepared,
     *,
-    given: Mapping[str, LLMRequest] | None = None,
+    history: Mapping[str, float] | None = None,
     expected_output_tokens: int | None = None,
     rpm: float | None = None,
     tpm: float | None = None,
 ) -> Forecast:
-    """Forecast a run of ``frame`` (a request frame) on ``engine``; sends nothing.
+    """Forecast the run ``prepared`` describes; a pure function of it (reads and sends nothing).
 
-    Raises the same pre-flight errors as a real run (unknown model, context window).
+    ``history``: mean output tokens of cached responses per model (see
+    ``prepare.output_history``); ``rpm``/``tpm``: the limits the run would obey.
     """
-    matched = engine.match(frame)
-    hit_mask = matched["response"].is_not_null()
-    misses = engine.misses(frame, hit_mask)
-    planned = plan(endpoint, misses, provider=engine.provider, prices=engine.prices, given=given)
-    models = sorted(set(planned.models))
-    history = {} if expected_output_tokens is not None else _history(engine, models)
+    endpoint, planned = prepared.endpoint, prepared.planned
+    history = {} if expected_output_tokens is not None else (history or {})
     basis = "given" if expected_output_tokens is not None else None
     input_tokens = output_tokens = reserved = 0
     online = batch = 0.0
@@ -149,16 +96,14 @@ def forecast(
         online += price.cost(input_tokens=request.prompt_tokens, output_tokens=out)
         batch += price.batch_cost(input_tokens=request.prompt_tokens, output_tokens=out)
         per_model[model] = per_model.get(model, 0) + 1
-    rpm = rpm or engine.provider.rpm
-    tpm = tpm or engine.provider.tpm
     n = len(planned.requests)
     spans = [60.0 * n / rpm] if rpm else []
     if tpm:
         spans.append(60.0 * reserved / tpm)
-    rows = _rows_per_request(frame, given)  # an embeddings batch counts its inputs
+    rows = prepared.rows_per_request()  # an embeddings batch counts its inputs
     return Forecast(
         rows=int(rows.sum()),
-        cache_hits=int(rows.filter(hit_mask).sum()),
+        cache_hits=int(rows.filter(prepared.hit_mask).sum()),
         to_send=sum(len(r.input_keys) or 1 for r in planned.requests),
         requests=n,
         input_tokens=input_tokens,

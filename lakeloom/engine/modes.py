@@ -1,8 +1,10 @@
 """How an LLM column is answered: online, through the Batch API, or ``auto``; forecast first.
 
 :class:`ModeRunner` is what the asset factories hand to ``core.embed``/``core.generate``. On its
-first round it forecasts the requests it was given (cache hits, tokens, online and batch dollars,
-duration at the current limits: sends nothing), reports the forecast, then
+first call it prepares the requests once (``engine.prepare``: hash, cache match, pre-send checks),
+forecasts from that preparation (cache hits, tokens, online and batch dollars, duration at the
+current limits: sends nothing), reports the forecast, chooses once, and hands the same
+preparation to the chosen runner (nothing is planned twice):
 
 * ``dry_run``: answers every request with an explicit "dry run: not sent" error (nothing is sent,
   nothing is paid; the caller materializes nothing);
@@ -10,7 +12,7 @@ duration at the current limits: sends nothing), reports the forecast, then
 * ``batch``: :class:`~lakeloom.engine.batch.runner.BatchRunner`;
 * ``auto``: batch when at least ``batch_min_requests`` requests miss the cache, else online.
 
-Later rounds (structured-output repairs, embedding batches split after a 400) always go online:
+Later calls (structured-output repairs, embedding batches split after a 400) always go online:
 they are few, and a second day-long wait for a handful of repairs would be the wrong trade.
 """
 
@@ -22,6 +24,7 @@ from typing import Any, Literal
 from lakeloom.engine.batch.runner import BatchRunner, BatchSettings
 from lakeloom.engine.calibrate import calibrate
 from lakeloom.engine.estimate import Forecast
+from lakeloom.engine.prepare import Prepared
 from lakeloom.engine.results import RunResults, RunStats
 from lakeloom.engine.runner import Engine, EngineWrapper
 from lakeloom.engine.types import LLMRequest, LLMResult, RunContext
@@ -45,13 +48,29 @@ def current_limits(engine: Engine) -> tuple[float | None, float | None, str]:
     return None, None, "unknown"
 
 
-def forecast_requests(engine: Engine, requests: Sequence[LLMRequest]) -> tuple[Forecast, str]:
-    """Forecast ``requests`` at the current limits, input tokens calibrated; sends nothing.
+def forecast_prepared(engine: Engine, prepared: Prepared) -> tuple[Forecast, str]:
+    """Forecast a prepared run at the current limits, input tokens calibrated; sends nothing.
 
     Returns the forecast and where its input tokens come from (see ``calibrate``).
     """
     rpm, tpm, _ = current_limits(engine)
-    return calibrate(engine, requests, engine.forecast_requests(requests, rpm=rpm, tpm=tpm))
+    forecast = engine.forecast_prepared(prepared, rpm=rpm, tpm=tpm)
+    return calibrate(prepared, engine.prices, forecast)
+
+
+def forecast_requests(engine: Engine, requests: Sequence[LLMRequest]) -> tuple[Forecast, str]:
+    """Prepare and forecast ``requests`` (see :func:`forecast_prepared`); sends nothing."""
+    return forecast_prepared(engine, engine.prepare_requests(requests))
+
+
+def choose_mode(mode: Mode, forecast: Forecast | None, batch_min_requests: int) -> str:
+    """Online or batch: ``auto`` is batch when at least ``batch_min_requests`` requests miss."""
+    if mode != "auto":
+        return mode
+    if forecast is None:
+        raise ValueError("mode 'auto' chooses from a forecast")
+    to_send = forecast.to_send if forecast.requests is None else forecast.requests
+    return "batch" if to_send >= batch_min_requests else "online"  # requests, not rows
 
 
 def forecast_metadata(
@@ -103,9 +122,9 @@ class ModeRunner(EngineWrapper):
         self.max_cost_usd = engine.max_cost_usd
         self.forecast: Forecast | None = None
         self.input_basis: str | None = None
-        self.chosen: str | None = None
+        self.chosen: str | None = None  # set once, by the first call: dry_run, online or batch
+        self.decision: str | None = None  # online or batch (what a dry run would have done)
         self.batch_runner: BatchRunner | None = None
-        self._rounds = 0
 
     def metadata(self) -> dict[str, Any]:
         """Mode, dry-run flag and ``forecast_*`` values (plus batch ids when batched)."""
@@ -120,17 +139,16 @@ class ModeRunner(EngineWrapper):
             md["batch_resumed"] = sum(j.resumed for j in self.batch_runner.jobs)
         return md
 
-    def _choose(self, requests: Sequence[LLMRequest]) -> str:
+    def _prepare_and_choose(self, requests: Sequence[LLMRequest]) -> Prepared:
+        """The run's one preparation; its forecast (when wanted) and the mode, chosen once."""
+        prepared = self.engine.prepare_requests(requests)
         if self.want_forecast:
-            self.forecast, self.input_basis = forecast_requests(self.engine, requests)
+            self.forecast, self.input_basis = forecast_prepared(self.engine, prepared)
             if self.on_forecast is not None:
                 self.on_forecast(f"forecast ({self.mode} mode): {self.forecast}")
-        if self.mode != "auto":
-            return self.mode
-        assert self.forecast is not None
-        fc = self.forecast  # requests, not rows: an embeddings batch holds many rows
-        to_send = fc.to_send if fc.requests is None else fc.requests
-        return "batch" if to_send >= self.batch_min_requests else "online"
+        self.decision = choose_mode(self.mode, self.forecast, self.batch_min_requests)
+        self.chosen = "dry_run" if self.dry_run else self.decision
+        return prepared
 
     def run(
         self,
@@ -139,21 +157,22 @@ class ModeRunner(EngineWrapper):
         context: RunContext | None = None,
         max_cost_usd: float | None = None,
     ) -> RunResults:
-        """First round: forecast, then dry run / online / batch; later rounds: online."""
-        self._rounds += 1
-        if self._rounds == 1:
-            self.chosen = "dry_run" if self.dry_run else None
-            chosen = self._choose(requests)
-            if not self.dry_run:
-                self.chosen = chosen
-                if chosen == "batch":
-                    self.batch_runner = BatchRunner(self.engine, self.batch)
-                    return self.batch_runner.run(
-                        requests, context=context, max_cost_usd=max_cost_usd
-                    )
+        """First call: prepare, forecast, choose; later calls (repairs): online.
+
+        The first call's dry run / online / batch answer comes from its one preparation.
+        """
+        first = self.chosen is None
+        prepared = self._prepare_and_choose(requests) if first else None
         if self.dry_run:
             return RunResults(
                 [LLMResult(r.key, "error", error=DRY_RUN_ERROR) for r in requests],
                 RunStats(requests=len(requests), errors=len(requests)),
             )
-        return self.engine.run(requests, context=context, max_cost_usd=max_cost_usd)
+        if prepared is None:
+            return self.engine.run(requests, context=context, max_cost_usd=max_cost_usd)
+        if self.chosen == "batch":
+            self.batch_runner = BatchRunner(self.engine, self.batch)
+            return self.batch_runner.run_prepared(
+                prepared, context=context, max_cost_usd=max_cost_usd
+            )
+        return self.engine.run_prepared(prepared, context=context, max_cost_usd=max_cost_usd)

@@ -1,4 +1,8 @@
-"""What a run returns: per-request results (a frame or ``LLMResult`` objects) and its stats."""
+"""What a run returns: per-request results (a frame or ``LLMResult`` objects) and its stats.
+
+The last step of a run: its :class:`~lakeloom.engine.prepare.Prepared` (cache hits) and what was
+sent, assembled in input order (:func:`request_results`, :func:`frame_results`).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from lakeloom.engine.prepare import Prepared
 from lakeloom.engine.types import LLMRequest, LLMResult
 
-MATCH_SCHEMA: dict[str, Any] = {
-    "request_hash": pl.String,
-    "response": pl.String,
-    "model": pl.String,
-    "input_tokens": pl.Int64,
-    "output_tokens": pl.Int64,
-}
 RESULT_SCHEMA: dict[str, Any] = {
     "key": pl.String,
     "status": pl.String,
@@ -219,5 +217,36 @@ def run_stats(
         latency_p50_s=float(np.percentile(latencies, 50)) if latencies else 0.0,
         latency_p95_s=float(np.percentile(latencies, 95)) if latencies else 0.0,
         elapsed_s=time.perf_counter() - started,
+        budget_exceeded=budget_exceeded,
+    )
+
+
+def request_results(prepared: Prepared, sent: list[LLMResult], budget_exceeded: bool) -> RunResults:
+    """One ``LLMResult`` per given request, in order (a repeated key repeats its result)."""
+    requests = prepared.requests
+    if requests is None:
+        raise ValueError("request_results needs a run prepared from LLMRequest objects")
+    keys = prepared.frame["key"]
+    results = in_request_order(requests, keys, prepared.matched, prepared.hit_mask, sent)
+    ok = sum(r.status == "ok" for r in results)
+    return RunResults(results, _run_stats(prepared, sent, ok, budget_exceeded))
+
+
+def frame_results(prepared: Prepared, sent: list[LLMResult], budget_exceeded: bool) -> EngineRun:
+    """The results frame: one row per input body, in input order."""
+    results = assemble(prepared.frame, prepared.matched, prepared.hit_mask, sent)
+    ok = int((results["status"] == "ok").sum())
+    return EngineRun(results, _run_stats(prepared, sent, ok, budget_exceeded))
+
+
+def _run_stats(
+    prepared: Prepared, sent: list[LLMResult], ok: int, budget_exceeded: bool
+) -> RunStats:
+    return run_stats(
+        rows=prepared.frame.height,
+        hits=prepared.hits,
+        sent=sent,
+        ok=ok,
+        started=prepared.started,
         budget_exceeded=budget_exceeded,
     )

@@ -1,96 +1,63 @@
 """The engine: requests in, one result per input out, nothing lost, nothing paid twice.
 
-Pipeline: hash every body (vectorized) → keep one request per distinct key → one join against
-the response cache → check the misses (price, tokens, context window, API key) → workers:
-budget guard → limiter → client (retries) → cache journal → result. Two entry points share it:
+A run goes once through three steps. *Prepare* (``engine.prepare``): hash every body
+(vectorized) → keep one request per distinct key → one join against the response cache → check
+the misses (price, tokens, context window). *Send*: API key and the run's budget → workers:
+budget guard → limiter → client (retries) → cache journal → result. *Assemble*
+(``engine.results``): one result per input, in order. Two entry points share it:
 
 * :meth:`Engine.run` / :meth:`Engine.arun` take ``LLMRequest`` objects and return ``LLMResult``
   objects (what ``core.embed``/``core.generate`` use);
 * :meth:`Engine.run_bodies` / :meth:`Engine.arun_bodies` take canonical JSON bodies (a polars
-  Series, see ``core.hashing.canonical_bodies``) and return a polars frame: the fast path for
+  Series, see ``engine.keys.canonical_bodies``) and return a polars frame: the fast path for
   millions of rows.
+
+A caller that prepared already (``ModeRunner``: forecast first) hands the :class:`Prepared` to
+:meth:`Engine.arun_prepared`, which sends without planning again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from lakeloom.engine.cache.store import ResponseCache
+from lakeloom.engine.calls import BlockingCalls, Sent
 from lakeloom.engine.client import Client
 from lakeloom.engine.cost import BUDGET_ERROR, BudgetGuard, PriceTable
 from lakeloom.engine.embed_inputs import cache_inputs
 from lakeloom.engine.estimate import Forecast, forecast
 from lakeloom.engine.ledger import CallSpend, CostLedger
 from lakeloom.engine.limiter.base import RateLimiter
-from lakeloom.engine.plan import Bodies, Planned, plan, request_frame, requests_frame
+from lakeloom.engine.plan import Bodies, Planned
+from lakeloom.engine.prepare import (
+    Prepared,
+    output_history,
+    prepare_bodies,
+    prepare_requests,
+    request_models,
+    start,
+)
+from lakeloom.engine.prepare import match as match_cache
+from lakeloom.engine.prepare import misses as distinct_misses
+from lakeloom.engine.prepare import run_spent as ledger_run_spent
 from lakeloom.engine.progress import ProgressCallback, ProgressTracker
 from lakeloom.engine.provider import ProviderConfig
 from lakeloom.engine.results import (
-    MATCH_SCHEMA,
     EngineRun,
     RunResults,
     RunStats,
-    assemble,
-    in_request_order,
     lost_result,
-    run_stats,
 )
 from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult, RunContext
 from lakeloom.storage.settings import Storage
 
-__all__ = ["BUDGET_ERROR", "Engine", "EngineRun", "RunResults", "RunStats"]
-
-
-@dataclass(slots=True)
-class _Outcome:
-    frame: pl.DataFrame  # key, cache_key, body per input row
-    matched: pl.DataFrame  # cached answer per input row (nulls on a miss)
-    hit_mask: pl.Series
-    sent: list[LLMResult]  # one per distinct miss
-    hits: int
-    budget: BudgetGuard
-    started: float
-
-
-class BlockingCalls:
-    """``run``/``run_bodies`` for a runner that implements ``arun``/``arun_bodies``.
-
-    Blocking calls work inside a running event loop too (e.g. Jupyter): they get their own thread.
-    """
-
-    def run(
-        self,
-        requests: Sequence[LLMRequest],
-        *,
-        context: RunContext | None = None,
-        max_cost_usd: float | None = None,
-    ) -> RunResults:
-        """Blocking :meth:`arun`."""
-        coro = self.arun(requests, context=context, max_cost_usd=max_cost_usd)  # type: ignore[attr-defined]
-        return _blocking(coro)
-
-    def run_bodies(
-        self,
-        endpoint: Endpoint,
-        bodies: Bodies,
-        *,
-        context: RunContext | None = None,
-        max_cost_usd: float | None = None,
-        models: Sequence[str] | None = None,
-    ) -> EngineRun:
-        """Blocking :meth:`arun_bodies`."""
-        coro = self.arun_bodies(  # type: ignore[attr-defined]
-            endpoint, bodies, context=context, max_cost_usd=max_cost_usd, models=models
-        )
-        return _blocking(coro)
+__all__ = ["BUDGET_ERROR", "Engine", "EngineRun", "Prepared", "RunResults", "RunStats"]
 
 
 class EngineWrapper:
@@ -107,6 +74,16 @@ class EngineWrapper:
     def structured_output(self) -> str:
         """The provider's JSON-schema capability (read by ``core.generate``)."""
         return self.engine.structured_output
+
+    def prepare_requests(self, requests: Sequence[LLMRequest]) -> Prepared:
+        """The engine's preparation (its cache, provider and prices)."""
+        return self.engine.prepare_requests(requests)
+
+    def prepare_bodies(
+        self, endpoint: Endpoint, bodies: Bodies, *, models: Sequence[str] | None = None
+    ) -> Prepared:
+        """The engine's preparation (its cache, provider and prices)."""
+        return self.engine.prepare_bodies(endpoint, bodies, models=models)
 
 
 class Engine(BlockingCalls):
@@ -163,127 +140,101 @@ class Engine(BlockingCalls):
             self._cache = ResponseCache(self.storage)
         return self._cache
 
-    # -- public API ---------------------------------------------------------------------------
+    # -- prepare ------------------------------------------------------------------------------
 
-    async def arun(
-        self,
-        requests: Sequence[LLMRequest],
-        *,
-        context: RunContext | None = None,
-        max_cost_usd: float | None = None,
-        budget: BudgetGuard | None = None,
-    ) -> RunResults:
-        """One ``LLMResult`` per request, in order (a repeated key repeats its result).
-
-        ``budget``: a guard that already holds the run's spend (the Batch API's online resend
-        shares its call's guard); ``max_cost_usd`` and the run's ledger spend are then not read.
-        """
-        frame = requests_frame(requests, namespace=self.provider.cache_namespace)
-        given = {r.key: r for r in requests}
-        models = sorted({self.provider.price_model or str(r.body.get("model")) for r in requests})
-        outcome = await self._execute(
-            requests[0].endpoint, frame, given, context, max_cost_usd, models=models, budget=budget
+    def prepare_requests(self, requests: Sequence[LLMRequest]) -> Prepared:
+        """Hash, match against the cache and plan ``LLMRequest`` objects; sends nothing."""
+        return prepare_requests(
+            requests,
+            cache=self.cache,
+            provider=self.provider,
+            prices=self.prices,
+            models=request_models(requests, self.provider),
         )
-        results = in_request_order(
-            requests, frame["key"], outcome.matched, outcome.hit_mask, outcome.sent
-        )
-        ok = sum(r.status == "ok" for r in results)
-        return RunResults(results, self._stats(outcome, ok))
 
-    async def arun_bodies(
-        self,
-        endpoint: Endpoint,
-        bodies: Bodies,
-        *,
-        context: RunContext | None = None,
-        max_cost_usd: float | None = None,
-        models: Sequence[str] | None = None,
-    ) -> EngineRun:
-        """Answer canonical JSON bodies; the frame has one row per body, in input order.
-
-        ``models`` (optional: the models the bodies name) limits the cache scan to them.
-        """
-        frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
-        parsed = None
-        if isinstance(bodies, list | tuple) and all(isinstance(b, Mapping) for b in bodies):
-            parsed = bodies  # dicts already: no JSON round trip for the misses
-        outcome = await self._execute(
-            endpoint, frame, None, context, max_cost_usd, models=models, parsed=parsed
-        )
-        results = assemble(frame, outcome.matched, outcome.hit_mask, outcome.sent)
-        ok = int((results["status"] == "ok").sum())
-        return EngineRun(results, self._stats(outcome, ok))
+    def prepare_bodies(
+        self, endpoint: Endpoint, bodies: Bodies, *, models: Sequence[str] | None = None
+    ) -> Prepared:
+        """Hash, match against the cache and plan canonical bodies; sends nothing."""
+        return prepare_bodies(
+            endpoint, bodies, cache=self.cache, provider=self.provider, prices=self.prices,
+            models=models,
+        )  # fmt: skip
 
     def forecast(self, endpoint: Endpoint, bodies: Bodies, **kwargs: Any) -> Forecast:
-        """Dry run over bodies: see :func:`lakeloom.engine.estimate.forecast`; sends nothing."""
-        frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
-        return forecast(self, endpoint, frame, **kwargs)
+        """Dry run over bodies: see :meth:`forecast_prepared`; sends nothing."""
+        prepared = prepare_bodies(
+            endpoint, bodies, cache=self.cache, provider=self.provider, prices=self.prices
+        )
+        return self.forecast_prepared(prepared, **kwargs)
 
     def forecast_requests(self, requests: Sequence[LLMRequest], **kwargs: Any) -> Forecast:
         """Dry run over ``LLMRequest`` objects; sends nothing."""
-        frame = requests_frame(requests, namespace=self.provider.cache_namespace)
-        given = {r.key: r for r in requests}
-        return forecast(self, requests[0].endpoint, frame, given=given, **kwargs)
+        return self.forecast_prepared(self.prepare_requests(requests), **kwargs)
 
-    # -- the pipeline -------------------------------------------------------------------------
+    def forecast_prepared(
+        self,
+        prepared: Prepared,
+        *,
+        expected_output_tokens: int | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+    ) -> Forecast:
+        """The forecast of a prepared run (``engine.estimate.forecast``), output history read.
+
+        Raises the same pre-flight errors as a real run (unknown model, context window): they
+        were raised by the preparation.
+        """
+        history = {}
+        if expected_output_tokens is None:
+            history = output_history(self.cache, sorted(set(prepared.planned.models)))
+        return forecast(
+            prepared,
+            history=history,
+            expected_output_tokens=expected_output_tokens,
+            rpm=rpm or self.provider.rpm,
+            tpm=tpm or self.provider.tpm,
+        )
 
     def match(self, frame: pl.DataFrame, models: Sequence[str] | None = None) -> pl.DataFrame:
         """Return cached answers aligned with a request frame (nulls where not cached)."""
-        cache = self.cache
-        if cache is None:
-            return pl.DataFrame(
-                {c: pl.Series(c, [None] * frame.height, dtype=t) for c, t in MATCH_SCHEMA.items()}
-            )
-        return cache.match(frame["cache_key"], models=models)
+        return match_cache(self.cache, frame, models)
 
     def misses(self, frame: pl.DataFrame, hit_mask: pl.Series) -> pl.DataFrame:
         """Return the distinct requests that the cache could not answer."""
-        missed = frame.filter(~hit_mask) if hit_mask.any() else frame
-        return missed.filter(pl.col("key").is_first_distinct())
+        return distinct_misses(frame, hit_mask)
 
-    async def _execute(
+    def run_spent(self, context: RunContext, budgeted: bool) -> float:
+        """What the run already spent: the budget's start (see ``engine.prepare.run_spent``)."""
+        return ledger_run_spent(self.ledger, context, budgeted)
+
+    # -- send ---------------------------------------------------------------------------------
+
+    async def send(
         self,
-        endpoint: Endpoint,
-        frame: pl.DataFrame,
-        given: Mapping[str, LLMRequest] | None,
-        context: RunContext | None,
-        max_cost_usd: float | None,
+        prepared: Prepared,
         *,
-        models: Sequence[str] | None,
-        parsed: Sequence[Mapping[str, Any]] | None = None,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
         budget: BudgetGuard | None = None,
-    ) -> _Outcome:
-        started = time.perf_counter()
+    ) -> Sent:
+        """Send the planned misses online; every exit path commits the cache and books spend."""
         context = context or RunContext()
-        matched = self.match(frame, models)
-        hit_mask = matched["response"].is_not_null()
-        misses = self.misses(frame, hit_mask)
-        planned = plan(
-            endpoint,
-            misses,
+        limit = self.max_cost_usd if max_cost_usd is None else max_cost_usd
+        budget = await start(
+            prepared,
             provider=self.provider,
-            prices=self.prices,
-            given=given,
-            parsed=parsed,
+            ledger=self.ledger,
+            context=context,
+            max_cost_usd=limit,
+            budget=budget,
         )
-        if planned.requests:
-            self.provider.check_api_key()
-        if budget is None:
-            limit = self.max_cost_usd if max_cost_usd is None else max_cost_usd
-            prior = await asyncio.to_thread(self.run_spent, context, limit is not None)
-            budget = BudgetGuard(limit, committed_usd=prior)
+        planned, endpoint = prepared.planned, prepared.endpoint
         spend = CallSpend(self.ledger, endpoint, context, self.prices.version)
-        hits = int(hit_mask.sum())
-        hit_keys = pl.DataFrame({"key": frame["key"], "model": matched["model"]}).filter(hit_mask)
-        tracker = ProgressTracker(
-            hits + misses.height,
-            self.progress,
-            interval_s=self.progress_interval_s,
-            cache_hits=hits,
-        )
-        _track_rows(tracker, frame, hit_mask, misses, given)
+        hit_keys = prepared.hit_keys()
+        tracker = self._tracker(prepared)
         for rejected in planned.rejected:  # over a limit: the row's error, nothing sent
-            tracker.add(rejected, _rows_of(given, rejected.key))
+            tracker.add(rejected, prepared.rows_of(rejected.key))
             spend.add(rejected)
         try:
             sent = await self._send(endpoint, planned, budget, tracker, spend)
@@ -299,32 +250,24 @@ class Engine(BlockingCalls):
         if self.cache is not None:
             await asyncio.to_thread(_finish_cache, self.cache)
         await asyncio.to_thread(spend.book, hit_keys)
-        return _Outcome(frame, matched, hit_mask, sent, hits, budget, started)
+        return sent, budget.stopped
 
-    def run_spent(self, context: RunContext, budgeted: bool) -> float:
-        """What the run already spent (earlier calls, steps, step retries): the budget's start.
-
-        Crashed calls' spend journals are booked first. Ad hoc runs (no run id) count only the
-        calls that shared this context object.
-        """
-        if self.ledger is None:
-            return context.spent_usd
-        self.ledger.recover()
-        if not budgeted or context.run_id == RunContext().run_id:
-            return context.spent_usd
-        return max(context.spent_usd, self.ledger.run_spend(context.run_id))
-
-    def _stats(self, outcome: _Outcome, ok: int) -> RunStats:
-        stats = run_stats(
-            rows=outcome.frame.height,
-            hits=outcome.hits,
-            sent=outcome.sent,
-            ok=ok,
-            started=outcome.started,
-            budget_exceeded=outcome.budget.stopped,
+    def _tracker(self, prepared: Prepared) -> ProgressTracker:
+        """Progress over the run's rows (requests, unless some answer several: embeddings)."""
+        hits, misses = prepared.hits, prepared.misses
+        tracker = ProgressTracker(
+            hits + misses.height,
+            self.progress,
+            interval_s=self.progress_interval_s,
+            cache_hits=hits,
         )
-        self.last_stats = stats
-        return stats
+        given = prepared.given
+        if given and any(r.input_keys for r in given.values()):
+            keys = prepared.frame["key"].filter(prepared.hit_mask).to_list()
+            hit_rows = sum(prepared.rows_of(k) for k in keys)
+            total = hit_rows + sum(prepared.rows_of(k) for k in misses["key"].to_list())
+            tracker.count_rows(total, hit_rows)
+        return tracker
 
     async def _send(
         self,
@@ -344,55 +287,11 @@ class Engine(BlockingCalls):
         if cache is not None:
             background.append(asyncio.create_task(cache.flush_loop(stop)))
         queue = iter(range(n))
-        abort: list[str] = []
-        requests, texts, models = planned.requests, planned.texts, planned.models
+        answer = _Answer(endpoint, planned, budget, tracker, spend, cache, self.provider)
 
         async def worker(client: Client) -> None:
             for i in queue:
-                request = requests[i]
-                worst = planned.worst_usd[i]
-                attempts = budget.attempts(worst)
-                error = client.unreachable or (f"not sent: {abort[0]}" if abort else None)
-                if error is None and not attempts.reserve():
-                    error = BUDGET_ERROR.format(budget.max_cost_usd)
-                if error is not None:
-                    out[i] = LLMResult(request.key, "error", error=error, model=models[i])
-                    spend.add(out[i])
-                    continue
-                try:
-                    result = await client.call(request, texts[i], attempts)
-                except Exception as exc:  # a bug must cost one row, not the run
-                    result = LLMResult(request.key, "error", error=f"internal error: {exc!r}")
-                result.model = models[i]
-                if result.status == "ok":
-                    result.cost_usd = planned.prices[i].cost(
-                        input_tokens=result.input_tokens,
-                        output_tokens=result.output_tokens,
-                        cached_tokens=result.cached_input_tokens,
-                    )
-                spend.add(result, result.uncertain_attempts * worst)  # journaled before cached
-                ok = result.status == "ok"
-                if ok and cache is not None and result.response_text is not None:
-                    result.inputs_cached = request.input_keys != () and cache_inputs(
-                        cache, request, result, models[i], self.provider.cache_namespace
-                    )  # an embeddings batch: one entry per input (regrouping hits)
-                    if not result.inputs_cached:
-                        cache.append(
-                            planned.cache_keys[i],
-                            models[i],
-                            endpoint,
-                            result.response_text,
-                            result.input_tokens,
-                            result.output_tokens,
-                        )
-                if result.status == "ok":
-                    attempts.settle(result.cost_usd)
-                else:
-                    attempts.release()
-                out[i] = result
-                tracker.add(result, len(request.input_keys) or 1)
-                if result.fatal and not abort:
-                    abort.append(result.error or "fatal provider error")
+                out[i] = await answer(client, i)
 
         try:
             async with Client(self.provider, self.limiter) as client:
@@ -403,74 +302,75 @@ class Engine(BlockingCalls):
             for task in background:
                 with contextlib.suppress(Exception):
                     await task
+        requests = planned.requests
         return [r if r is not None else lost_result(requests[i].key) for i, r in enumerate(out)]
 
 
-def _rows_of(given: Mapping[str, LLMRequest] | None, key: str) -> int:
-    """Rows one request answers: the inputs of an embeddings batch, else 1."""
-    request = given.get(key) if given else None
-    return len(request.input_keys) or 1 if request is not None else 1
+@dataclass(slots=True)
+class _Answer:
+    """One planned request through budget → client → spend journal → cache → progress."""
 
+    endpoint: Endpoint
+    planned: Planned
+    budget: BudgetGuard
+    tracker: ProgressTracker
+    spend: CallSpend
+    cache: ResponseCache | None
+    provider: ProviderConfig
+    abort: list[str] = field(default_factory=list)  # the first fatal error stops the rest
 
-def _track_rows(
-    tracker: ProgressTracker,
-    frame: pl.DataFrame,
-    hit_mask: pl.Series,
-    misses: pl.DataFrame,
-    given: Mapping[str, LLMRequest] | None,
-) -> None:
-    """Progress counts rows when some requests answer several (embedding batches)."""
-    if not given or not any(r.input_keys for r in given.values()):
-        return
-    hit_rows = sum(_rows_of(given, k) for k in frame["key"].filter(hit_mask).to_list())
-    total = hit_rows + sum(_rows_of(given, k) for k in misses["key"].to_list())
-    tracker.count_rows(total, hit_rows)
+    async def __call__(self, client: Client, i: int) -> LLMResult:
+        planned, budget, spend, cache = self.planned, self.budget, self.spend, self.cache
+        request, model = planned.requests[i], planned.models[i]
+        worst = planned.worst_usd[i]
+        attempts = budget.attempts(worst)
+        error = client.unreachable or (f"not sent: {self.abort[0]}" if self.abort else None)
+        if error is None and not attempts.reserve():
+            error = BUDGET_ERROR.format(budget.max_cost_usd)
+        if error is not None:
+            refused = LLMResult(request.key, "error", error=error, model=model)
+            spend.add(refused)
+            return refused
+        try:
+            result = await client.call(request, planned.texts[i], attempts)
+        except Exception as exc:  # a bug must cost one row, not the run
+            result = LLMResult(request.key, "error", error=f"internal error: {exc!r}")
+        result.model = model
+        if result.status == "ok":
+            result.cost_usd = planned.prices[i].cost(
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+                cached_tokens=result.cached_input_tokens,
+            )
+        spend.add(result, result.uncertain_attempts * worst)  # journaled before cached
+        ok = result.status == "ok"
+        if ok and cache is not None and result.response_text is not None:
+            result.inputs_cached = request.input_keys != () and cache_inputs(
+                cache, request, result, model, self.provider.cache_namespace
+            )  # an embeddings batch: one entry per input (regrouping hits)
+            if not result.inputs_cached:
+                cache.append(
+                    planned.cache_keys[i],
+                    model,
+                    self.endpoint,
+                    result.response_text,
+                    result.input_tokens,
+                    result.output_tokens,
+                )
+        if result.status == "ok":
+            attempts.settle(result.cost_usd)
+        else:
+            attempts.release()
+        self.tracker.add(result, len(request.input_keys) or 1)
+        if result.fatal and not self.abort:
+            self.abort.append(result.error or "fatal provider error")
+        return result
 
 
 def _default_limiter(provider: ProviderConfig, url: str | None) -> RateLimiter:
     from lakeloom.engine.limiter.factory import make_limiter
 
     return make_limiter(provider.limiter_key, rpm=provider.rpm, tpm=provider.tpm, url=url)
-
-
-def _blocking(coro: Any) -> Any:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return _run_sync(coro)
-    with ThreadPoolExecutor(1) as pool:  # inside a running loop (a notebook): own thread
-        return pool.submit(_run_sync, coro).result()
-
-
-class _Boxed:
-    """A run's result behind a constant repr.
-
-    ``asyncio.Runner.run`` calls ``signal.getsignal(SIGINT)`` when it finishes, and Python 3.11
-    formats the handler (a partial holding the main task) with ``repr``: a done task's repr
-    includes its result, so a result of a million ``LLMResult`` objects was rendered to text,
-    twice, after every blocking run (seconds per million rows).
-    """
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "<run result>"
-
-
-async def _boxed(coro: Any) -> _Boxed:
-    return _Boxed(await coro)
-
-
-def _run_sync(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return asyncio.run(_boxed(coro)).value
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_boxed(coro)).value
 
 
 def _finish_cache(cache: ResponseCache) -> None:

@@ -4,10 +4,11 @@ Same contract as :class:`~lakeloom.engine.runner.Engine` (``run``/``arun`` over 
 objects, ``run_bodies``/``arun_bodies`` over canonical bodies; one result per input, in order),
 so ``core.embed``/``core.generate`` run unchanged on a :class:`BatchRunner`.
 
-Pipeline: hash → one cache join → plan the misses (the same pre-flight checks as online: prices,
-context windows, API key) → the run's budget (it starts from what the run already spent, read
-from the ledger by run id, as online) reserves each line's worst case at batch prices before
-anything is submitted; lines that do not fit end ``budget exceeded: not sent`` → resume the open
+Pipeline: the run's one preparation (``engine.prepare``: hash → one cache join → plan the misses,
+the same pre-flight checks as online: prices, context windows), then the API key and the run's
+budget (``prepare.start``: it starts from what the run already spent, read from the ledger by run
+id, as online), which reserves each line's worst case at batch prices before anything is
+submitted; lines that do not fit end ``budget exceeded: not sent`` → resume the open
 jobs whose keys overlap the misses (see ``batch_store``) and cut the rest into batches within
 the per-batch limits (requests, bytes, tokens, embedding inputs; one model per batch) → upload,
 create, poll with backoff, download (``batch_jobs``) → answers into the response cache under the
@@ -25,12 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Literal
 
-import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from lakeloom.engine.batch.files import URLS, BatchAPI, ChunkLimits, chunk, embedding_inputs
@@ -38,19 +37,14 @@ from lakeloom.engine.batch.files import jsonl_line as _line
 from lakeloom.engine.batch.jobs import JobOutcome, JobRunner, JobTiming
 from lakeloom.engine.batch.spend import BatchSpend, worst_by_key
 from lakeloom.engine.batch.store import BatchJob, BatchStore, job_id
-from lakeloom.engine.cost import BudgetGuard
+from lakeloom.engine.calls import BlockingCalls, Sent
+from lakeloom.engine.cost import BUDGET_ERROR, BudgetGuard
 from lakeloom.engine.ledger import CallSpend
-from lakeloom.engine.plan import Bodies, Planned, plan, request_frame, requests_frame
-from lakeloom.engine.results import (
-    EngineRun,
-    RunResults,
-    assemble,
-    in_request_order,
-    lost_result,
-    run_stats,
-)
-from lakeloom.engine.runner import BUDGET_ERROR, BlockingCalls, Engine, EngineWrapper
-from lakeloom.engine.types import Endpoint, LLMRequest, LLMResult, RunContext
+from lakeloom.engine.plan import Planned
+from lakeloom.engine.prepare import Prepared, start
+from lakeloom.engine.results import RunStats, lost_result
+from lakeloom.engine.runner import Engine, EngineWrapper
+from lakeloom.engine.types import Endpoint, LLMResult, RunContext
 
 __all__ = ["BatchRunner", "BatchSettings"]
 
@@ -101,7 +95,7 @@ class BatchSettings(BaseModel):
         )
 
 
-class BatchRunner(BlockingCalls, EngineWrapper):
+class BatchRunner(EngineWrapper, BlockingCalls):
     """Answers requests through the Batch API, with the engine's cache, prices, ledger and budget.
 
     Examples:
@@ -123,104 +117,36 @@ class BatchRunner(BlockingCalls, EngineWrapper):
         self.store = store or BatchStore(engine.storage)
         self.max_cost_usd = engine.max_cost_usd
         self.jobs: list[BatchJob] = []
-        self.last_stats: Any = None
+        self.last_stats: RunStats | None = None
 
-    # -- public API -----------------------------------------------------------------------------
-    async def arun(
-        self,
-        requests: Sequence[LLMRequest],
-        *,
-        context: RunContext | None = None,
-        max_cost_usd: float | None = None,
-    ) -> RunResults:
-        """One ``LLMResult`` per request, in order (a repeated key repeats its result)."""
-        started = time.perf_counter()
-        frame = requests_frame(requests, namespace=self.provider.cache_namespace)
-        given = {r.key: r for r in requests}
-        models = sorted({self.provider.price_model or str(r.body.get("model")) for r in requests})
-        matched, hit_mask, sent, stopped = await self._execute(
-            requests[0].endpoint, frame, given, context, max_cost_usd, models
-        )
-        results = in_request_order(requests, frame["key"], matched, hit_mask, sent)
-        ok = sum(r.status == "ok" for r in results)
-        return RunResults(results, self._stats(frame.height, hit_mask, sent, ok, started, stopped))
-
-    async def arun_bodies(
-        self,
-        endpoint: Endpoint,
-        bodies: Bodies,
-        *,
-        context: RunContext | None = None,
-        max_cost_usd: float | None = None,
-        models: Sequence[str] | None = None,
-    ) -> EngineRun:
-        """Answer canonical JSON bodies; one result row per body, in input order."""
-        started = time.perf_counter()
-        frame = request_frame(endpoint, bodies, namespace=self.provider.cache_namespace)
-        parsed = None
-        if isinstance(bodies, list | tuple) and all(isinstance(b, Mapping) for b in bodies):
-            parsed = bodies
-        matched, hit_mask, sent, stopped = await self._execute(
-            endpoint, frame, None, context, max_cost_usd, models, parsed
-        )
-        results = assemble(frame, matched, hit_mask, sent)
-        ok = int((results["status"] == "ok").sum())
-        return EngineRun(results, self._stats(frame.height, hit_mask, sent, ok, started, stopped))
-
-    # -- the pipeline ---------------------------------------------------------------------------
-    def _stats(
-        self,
-        rows: int,
-        hit_mask: pl.Series,
-        sent: list[LLMResult],
-        ok: int,
-        started: float,
-        stopped: bool,
-    ) -> Any:
-        stats = run_stats(
-            rows=rows,
-            hits=int(hit_mask.sum()),
-            sent=sent,
-            ok=ok,
-            started=started,
-            budget_exceeded=stopped,
-        )
+    def _record(self, stats: RunStats) -> None:
         self.last_stats = self.engine.last_stats = stats
-        return stats
 
-    async def _execute(
+    # -- send -----------------------------------------------------------------------------------
+    async def send(
         self,
-        endpoint: Endpoint,
-        frame: pl.DataFrame,
-        given: Mapping[str, LLMRequest] | None,
-        context: RunContext | None,
-        max_cost_usd: float | None,
-        models: Sequence[str] | None,
-        parsed: Sequence[Mapping[str, Any]] | None = None,
-    ) -> tuple[pl.DataFrame, pl.Series, list[LLMResult], bool]:
-        engine = self.engine
+        prepared: Prepared,
+        *,
+        context: RunContext | None = None,
+        max_cost_usd: float | None = None,
+        budget: BudgetGuard | None = None,
+    ) -> Sent:
+        """Send the planned misses through the Batch API; every exit path books the spend."""
+        engine, endpoint = self.engine, prepared.endpoint
         context = context or RunContext()
-        matched = engine.match(frame, models)
-        hit_mask = matched["response"].is_not_null()
-        misses = engine.misses(frame, hit_mask)
-        planned = plan(
-            endpoint,
-            misses,
-            provider=engine.provider,
-            prices=engine.prices,
-            given=given,
-            parsed=parsed,
-        )
-        if planned.requests:
-            engine.provider.check_api_key()
         limit = engine.max_cost_usd if max_cost_usd is None else max_cost_usd
-        # per run, as online: what the run already spent (ledger by run id, killed calls'
-        # journals booked first, uncertain attempts included) is this call's starting point
-        prior = await asyncio.to_thread(engine.run_spent, context, limit is not None)
-        budget = BudgetGuard(limit, committed_usd=prior)
+        budget = await start(
+            prepared,
+            provider=engine.provider,
+            ledger=engine.ledger,
+            context=context,
+            max_cost_usd=limit,
+            budget=budget,
+        )
         self.jobs = []
         spend = CallSpend(engine.ledger, f"batch:{endpoint}", context, engine.prices.version)
-        hit_keys = pl.DataFrame({"key": frame["key"], "model": matched["model"]}).filter(hit_mask)
+        hit_keys = prepared.hit_keys()
+        planned = prepared.planned
         try:
             results = await self._send(endpoint, planned, budget, context, spend)
         except BaseException:  # cancelled or failed: book what was paid, re-raise
@@ -229,7 +155,7 @@ class BatchRunner(BlockingCalls, EngineWrapper):
             raise
         results = [*planned.rejected, *results]  # over a limit: the rows' errors, never sent
         await asyncio.to_thread(spend.book, hit_keys)
-        return matched, hit_mask, results, budget.stopped
+        return results, budget.stopped
 
     async def _send(
         self,
