@@ -17,9 +17,17 @@ review_labels --partition books --config-json '{"ops": {"review_labels": {"confi
 {"only_failed": true}}}}'``. ``lakeloom errors`` prints this command with the location flags it is
 given, else the one the failed run was launched from.
 
-After each run the failed rows land in the ``lakeloom_errors`` Delta table (see
-:mod:`lakeloom.assets.error_table`) and a markdown summary of their reasons in the materialization's
-``error_report`` metadata.
+Which tables the step reaches besides its input and output, all through the asset's
+:class:`~lakeloom.io_managers.DeltaIOManager` (an IO manager of another kind: one on the
+environment's storage root):
+
+* it **reads its own stored table** (:meth:`DeltaIOManager.read_table`): an ``only_failed`` run
+  keeps the stored ok/skipped rows and asks again only for the others, and a full generate run
+  keeps the superseding key of rows such a re-run fixed (:func:`stored_supersedes`);
+* it **writes the run's failed rows** to the ``lakeloom_errors`` table of the same root
+  (:meth:`DeltaIOManager.error_table`, :mod:`lakeloom.storage.errors`), replacing what an earlier
+  attempt of the same run recorded, and puts a markdown summary of their reasons in the
+  materialization's ``error_report`` metadata.
 """
 
 from __future__ import annotations
@@ -39,8 +47,7 @@ from lakeloom.assets.error_table import (
     write_error_report,
 )
 from lakeloom.core.provenance import ColumnStats
-from lakeloom.storage.delta import scan_table, table_exists
-from lakeloom.storage.settings import Storage
+from lakeloom.io_managers import DeltaIOManager
 
 
 class LLMAssetConfig(dg.Config):
@@ -53,11 +60,13 @@ class LLMAssetConfig(dg.Config):
     )
 
 
-def _io_storage(context: dg.AssetExecutionContext, io_manager_key: str) -> tuple[Storage, Any]:
-    """The storage the asset's IO manager writes to (the env's storage for other managers)."""
-    io_manager = getattr(context.resources, io_manager_key, None)
-    storage = getattr(io_manager, "storage", None)
-    return (storage if isinstance(storage, Storage) else Storage.from_env()), io_manager
+def _io_manager(context: dg.AssetExecutionContext, io_manager_key: str) -> DeltaIOManager:
+    """The Delta IO manager that stores the asset: the step's way to its other tables.
+
+    For an IO manager of another kind, a Delta IO manager on the environment's storage root.
+    """
+    resource = context.resources.original_resource_dict.get(io_manager_key)
+    return resource if isinstance(resource, DeltaIOManager) else DeltaIOManager()
 
 
 @dataclass(frozen=True)
@@ -98,10 +107,9 @@ def prepare_rerun(
     if not config.only_failed:
         return None
     _check_same_code_version(context, asset_key)
-    storage, uri = _table(context, io_manager_key, asset_key)
+    stored = _io_manager(context, io_manager_key).read_table(asset_key)
     previous = None
-    if table_exists(uri, storage.storage_options):
-        stored = scan_table(uri, storage_options=storage.storage_options)
+    if stored is not None:
         probe = upstream.select(list(keep)).unique().lazy()
         previous = stored.join(probe, on=list(keep), how="semi", nulls_equal=True).collect()
     to_send, kept = split_for_rerun(upstream, previous, keep)
@@ -117,19 +125,6 @@ def prepare_rerun(
     )
 
 
-def _table(
-    context: dg.AssetExecutionContext, io_manager_key: str, asset_key: dg.AssetKey
-) -> tuple[Storage, str]:
-    """The storage and Delta URI the asset's IO manager writes the asset to."""
-    storage, io_manager = _io_storage(context, io_manager_key)
-    uri = (
-        io_manager.table_uri(asset_key)
-        if hasattr(io_manager, "table_uri")
-        else storage.table_uri("assets", *asset_key.path)
-    )
-    return storage, uri
-
-
 def stored_supersedes(
     context: dg.AssetExecutionContext,
     asset_key: dg.AssetKey,
@@ -143,10 +138,11 @@ def stored_supersedes(
     A full run keeps asking under the superseding key for rows an ``only_failed`` re-run fixed,
     so it reads their new answer from the cache instead of replaying the invalid one.
     """
-    storage, uri = _table(context, io_manager_key, asset_key)
-    if upstream.is_empty() or not table_exists(uri, storage.storage_options):
+    if upstream.is_empty():
         return None
-    stored = scan_table(uri, storage_options=storage.storage_options)
+    stored = _io_manager(context, io_manager_key).read_table(asset_key)
+    if stored is None:
+        return None
     if "_supersedes" not in stored.collect_schema().names():
         return None
     keys = list(keep)
@@ -215,15 +211,19 @@ def record_errors(
     partition_columns: Sequence[str],
     only_failed: bool,
 ) -> dict[str, Any]:
-    """Write the run's failed rows to the error table; metadata for the materialization."""
-    storage, _ = _io_storage(context, io_manager_key)
+    """Write the run's failed rows to the error table; metadata for the materialization.
+
+    The error table is the IO manager's (:meth:`DeltaIOManager.error_table`): the same storage
+    root as the asset's own table, so ``lakeloom errors`` and the catalog find both together.
+    """
+    io_manager = _io_manager(context, io_manager_key)
     report = write_error_report(
         frame,
         asset=asset_key.to_user_string(),
         run_id=context.run_id,
         keys=keys,
         partition_columns=partition_columns,
-        storage=storage,
+        errors=io_manager.error_table(),
     )
     metadata: dict[str, Any] = {
         "error_report": dg.MetadataValue.md(report.markdown),
@@ -232,7 +232,7 @@ def record_errors(
     if report.uri is not None:
         metadata["error_report_uri"] = (
             dg.MetadataValue.path(report.uri)
-            if storage.is_local
+            if io_manager.storage.is_local
             else dg.MetadataValue.url(report.uri)
         )
         metadata["error_report_version"] = dg.MetadataValue.int(report.version or 0)

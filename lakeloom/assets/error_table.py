@@ -1,11 +1,11 @@
-"""Error reports: the failed rows of a run as a Delta table, a markdown summary, re-runs of them.
+"""Error reports: which rows of a run failed and why, a markdown summary, re-runs of them.
 
 Every LLM column transformation keeps its failed rows (``_status = 'error'``) in its own table;
-this module copies them, per run and asset, into one table, ``lakeloom_errors`` beside the asset
-tables (so the DuckDB catalog exposes it as a view), with the row's key, partition, error, its
-stable reason class ``_reason`` (see :mod:`lakeloom.core.reasons`; the summary groups by it),
-the error's text before the first ``:`` (``reason``), request hash and run id. A step retry
-replaces its own rows (predicate overwrite on run id + asset), so a run's report is exact.
+:func:`failed_rows` shapes them, per run and asset, as rows of the ``lakeloom_errors`` table
+(stored through :class:`lakeloom.storage.errors.ErrorTable`, the one storage API for it), with
+the row's key, partition, error, its stable reason class ``_reason`` (see
+:mod:`lakeloom.core.reasons`; the summary groups by it), the error's text before the first ``:``
+(``reason``), request hash and run id.
 
 Re-running just the failed rows: :func:`split_for_rerun` picks the rows of a partition whose
 stored ``_status`` is ``error`` (or that were never processed), :func:`superseded_hashes` names
@@ -13,7 +13,8 @@ the failed rows whose invalid answer came from the provider (and is cached: they
 again, not replayed), and :func:`merge_rerun` puts the new answers back beside the stored
 ok/skipped rows, in input order. The input's key must identify its rows (checked here too:
 one row per key, no nulls), or a re-run would write one answer onto several rows.
-No Dagster import: the assets call this through :mod:`lakeloom.assets.error_report`.
+No Dagster import and no Delta I/O: the assets call this through
+:mod:`lakeloom.assets.error_report`.
 """
 
 from __future__ import annotations
@@ -27,37 +28,9 @@ import polars as pl
 
 from lakeloom.core.reasons import ANSWERED, reason_expr
 from lakeloom.core.row_keys import check_unique_keys
-from lakeloom.storage.delta import (
-    and_predicates,
-    in_predicate,
-    scan_table,
-    table_exists,
-    write_table,
-)
-from lakeloom.storage.settings import Storage
+from lakeloom.storage.errors import ERRORS_SCHEMA, ERRORS_TABLE, ErrorTable
 
-ERRORS_TABLE = "lakeloom_errors"
-"""Table name under ``<storage root>/assets/`` (and the catalog view's name)."""
-
-ERRORS_SCHEMA: dict[str, pl.DataType] = {
-    "run_id": pl.String(),
-    "asset": pl.String(),
-    "partition": pl.String(),
-    "key": pl.String(),
-    "reason": pl.String(),
-    "_reason": pl.String(),
-    "_error": pl.String(),
-    "_request_hash": pl.String(),
-    "_model": pl.String(),
-    "_attempts": pl.Int32(),
-    "recorded_at": pl.Datetime("us", "UTC"),
-}
 KEEP_STATUSES = ("ok", "skipped")
-
-
-def errors_uri(storage: Storage) -> str:
-    """Where the error report table lives."""
-    return storage.table_uri("assets", ERRORS_TABLE)
 
 
 def reason_of(error: pl.Expr) -> pl.Expr:
@@ -162,55 +135,21 @@ def write_error_report(
     run_id: str,
     keys: Sequence[str],
     partition_columns: Sequence[str],
-    storage: Storage,
+    errors: ErrorTable,
 ) -> ErrorReport:
-    """Record the failed rows of ``frame`` and summarize them.
+    """Record the failed rows of ``frame`` in ``errors`` and summarize them.
 
     Writes only when there are failed rows or when an earlier attempt of the same run recorded
-    some (a successful retry then clears them).
+    some (a successful retry then clears them): see :meth:`ErrorTable.replace`.
     """
     failed = failed_rows(
         frame, asset=asset, run_id=run_id, keys=keys, partition_columns=partition_columns
     )
     markdown = summary_markdown(failed, asset=asset, run_id=run_id, total_rows=frame.height)
-    uri = errors_uri(storage)
-    predicate = and_predicates([in_predicate("run_id", [run_id]), in_predicate("asset", [asset])])
-    if failed.is_empty() and not _has_rows(uri, storage, run_id, asset):
+    version = errors.replace(failed, run_id=run_id, asset=asset)
+    if version is None:
         return ErrorReport(rows=0, uri=None, version=None, markdown=markdown)
-    version = write_table(
-        failed,
-        uri,
-        mode="overwrite",
-        predicate=predicate,
-        partition_by=["asset"],
-        schema_mode="merge",  # tables written before ``_reason`` existed gain the column
-        storage_options=storage.storage_options,
-        commit_metadata={"lakeloom.run_id": run_id, "lakeloom.asset": asset},
-    )
-    return ErrorReport(rows=failed.height, uri=uri, version=version, markdown=markdown)
-
-
-def _has_rows(uri: str, storage: Storage, run_id: str, asset: str) -> bool:
-    if not table_exists(uri, storage.storage_options):
-        return False
-    lf = scan_table(uri, storage_options=storage.storage_options)
-    wanted = (pl.col("run_id") == run_id) & (pl.col("asset") == asset)
-    return lf.filter(wanted).select(pl.len()).collect().item() > 0
-
-
-def read_error_report(
-    storage: Storage, *, run_id: str | None = None, asset: str | None = None
-) -> pl.DataFrame:
-    """Failed rows recorded so far, optionally for one run and/or asset (empty if none)."""
-    uri = errors_uri(storage)
-    if not table_exists(uri, storage.storage_options):
-        return pl.DataFrame(schema=ERRORS_SCHEMA)
-    lf = scan_table(uri, storage_options=storage.storage_options)
-    if run_id is not None:
-        lf = lf.filter(pl.col("run_id") == run_id)
-    if asset is not None:
-        lf = lf.filter(pl.col("asset") == asset)
-    return lf.collect().sort(["recorded_at", "asset", "partition", "key"])
+    return ErrorReport(rows=failed.height, uri=errors.uri, version=version, markdown=markdown)
 
 
 # --- re-running only the failed rows ----------------------------------------------------------

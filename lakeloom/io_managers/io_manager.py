@@ -8,6 +8,10 @@ values are not yet supported``. It also records no Delta version or lineage.
 A run overwrites exactly its partition(s) (delta-rs ``replaceWhere`` predicate), so one
 single-run backfill of N partitions and N separate runs leave the same table. Each commit carries
 the upstream tables and versions the step read (see :mod:`lakeloom.storage.lineage`).
+
+Besides a step's inputs and output, the manager is the one way a step reaches the other tables
+of its storage root: :meth:`DeltaIOManager.read_table` (an LLM step's own stored rows, for
+re-runs of failed rows) and :meth:`DeltaIOManager.error_table` (``lakeloom_errors``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from lakeloom.io_managers.partitions import (
     with_partition_columns,
 )
 from lakeloom.storage.catalog import view_name
-from lakeloom.storage.delta import write_table
+from lakeloom.storage.delta import scan_table, table_exists, write_table
+from lakeloom.storage.errors import ErrorTable
 from lakeloom.storage.lineage import CommitLineage, UpstreamRef
 from lakeloom.storage.settings import Storage
 
@@ -63,12 +68,41 @@ class DeltaIOManager(dg.ConfigurableIOManager):
 
     @property
     def storage(self) -> Storage:
-        """Resolve the storage root and options (env vars fill what is unset)."""
+        """The storage root and options this manager writes to (env vars fill what is unset).
+
+        Public: every table a step reaches besides its inputs and output lives under this root
+        (see :meth:`read_table` and :meth:`error_table`).
+        """
         return Storage.resolve(self.root, self.storage_options)
 
     def table_uri(self, asset_key: dg.AssetKey) -> str:
         """Return where an asset's Delta table lives."""
         return self.storage.table_uri("assets", *asset_key.path)
+
+    # --- tables a step reaches besides its inputs and output ------------------------------
+
+    def read_table(self, asset_key: dg.AssetKey) -> pl.LazyFrame | None:
+        """The asset's stored table as written so far (lazily), or None if never written.
+
+        The LLM steps read their *own* previous output here: an ``only_failed`` re-run keeps
+        the stored ok/skipped rows and sends only the failed ones, and a full run keeps the
+        ``_supersedes`` key of rows a re-run fixed (:mod:`lakeloom.assets.error_report`). Not an
+        input: it is not recorded as an upstream in the commit's lineage.
+        """
+        storage = self.storage
+        uri = storage.table_uri("assets", *asset_key.path)
+        if not table_exists(uri, storage.storage_options):
+            return None
+        return scan_table(uri, storage_options=storage.storage_options)
+
+    def error_table(self) -> ErrorTable:
+        """The ``lakeloom_errors`` table of this root, where the LLM steps record failed rows.
+
+        Each embedding/generated step replaces its run's failed rows there (one table for all
+        assets, so ``lakeloom errors`` and the catalog view list every run's failures); see
+        :mod:`lakeloom.storage.errors`.
+        """
+        return ErrorTable(self.storage)
 
     # --- writes ---------------------------------------------------------------------------
 

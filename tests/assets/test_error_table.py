@@ -6,10 +6,8 @@ import polars as pl
 import pytest
 from pydantic import BaseModel
 
-from lakeloom.assets.cli_errors import rerun_command
+from lakeloom.assets.cli import rerun_command
 from lakeloom.assets.error_table import (
-    ERRORS_TABLE,
-    read_error_report,
     split_for_rerun,
     summary_markdown,
     write_error_report,
@@ -17,7 +15,9 @@ from lakeloom.assets.error_table import (
 from lakeloom.assets.factories import generated_asset
 from lakeloom.cli import main as lakeloom
 from lakeloom.core.row_keys import RowKeyError
+from lakeloom.io_managers import DeltaIOManager
 from lakeloom.resources.llm import LLMResource
+from lakeloom.storage.errors import ERRORS_TABLE, ErrorTable
 from lakeloom.storage.settings import Storage
 from tests.fixtures.delta_io import read
 
@@ -82,7 +82,7 @@ def test_failed_rows_reported_then_rerun_sends_only_them(sim_server, io_manager,
     failed_keys = set(table.filter(pl.col("_status") == "error")["ticket"])
     assert 5 <= len(failed_keys) <= 25  # ~35 % of 40
 
-    report = read_error_report(storage, run_id=first.run_id)
+    report = ErrorTable(storage).read(run_id=first.run_id)
     assert set(report["key"]) == {f'{{"ticket": "{k}"}}' for k in failed_keys}
     assert set(report["partition"]) == {"north"} and set(report["asset"]) == {"ticket_triage"}
     assert report["_request_hash"].null_count() == 0
@@ -113,8 +113,8 @@ def test_failed_rows_reported_then_rerun_sends_only_them(sim_server, io_manager,
     md2 = second.asset_materializations_for_node("ticket_triage")[0].metadata
     assert md2["rows_ok"].value == N and md2["requests"].value == len(failed_keys)
     assert md2["only_failed"].value is True and "No failed rows" in md2["error_report"].value
-    assert read_error_report(storage, run_id=second.run_id).is_empty()
-    assert read_error_report(storage).height == len(failed_keys)  # first run's report stays
+    assert ErrorTable(storage).read(run_id=second.run_id).is_empty()
+    assert ErrorTable(storage).read().height == len(failed_keys)  # first run's report stays
 
     third = materialize(
         [tickets, labels], clean, io_manager, instance, only_failed=True, selection=[labels]
@@ -203,18 +203,33 @@ def test_report_of_a_retried_step_replaces_its_rows(storage: Storage):
         }
     )
     first = write_error_report(
-        frame, asset="x", run_id="r1", keys=["id"], partition_columns=["part"], storage=storage
+        frame,
+        asset="x",
+        run_id="r1",
+        keys=["id"],
+        partition_columns=["part"],
+        errors=ErrorTable(storage),
     )
     assert first.rows == 2 and first.version is not None
     assert "| other | 1 | validation: bad json |" in first.markdown
     assert "| http_5xx | 1 | HTTP 500: upstream |" in first.markdown
     healed = frame.with_columns(pl.lit("ok").alias("_status"))
     again = write_error_report(
-        healed, asset="x", run_id="r1", keys=["id"], partition_columns=["part"], storage=storage
+        healed,
+        asset="x",
+        run_id="r1",
+        keys=["id"],
+        partition_columns=["part"],
+        errors=ErrorTable(storage),
     )
-    assert again.rows == 0 and read_error_report(storage, run_id="r1").is_empty()
+    assert again.rows == 0 and ErrorTable(storage).read(run_id="r1").is_empty()
     clean = write_error_report(
-        healed, asset="y", run_id="r2", keys=["id"], partition_columns=[], storage=storage
+        healed,
+        asset="y",
+        run_id="r2",
+        keys=["id"],
+        partition_columns=[],
+        errors=ErrorTable(storage),
     )
     assert clean.uri is None  # nothing to record, nothing written
 
@@ -237,7 +252,7 @@ def test_errors_cli_prints_reasons_rows_and_the_rerun_command(storage: Storage, 
         run_id="run-1",
         keys=["ticket"],
         partition_columns=["shop"],
-        storage=storage,
+        errors=ErrorTable(storage),
     )
     assert lakeloom(["errors", "--run", "run-1"]) == 0
     out = capsys.readouterr().out
@@ -264,3 +279,27 @@ def test_summary_markdown_escapes_and_caps_reasons():
     text = summary_markdown(failed, asset="a", run_id="r", total_rows=20, top=3)
     assert "**12 of 20 rows failed** in `a` (partitions: p)" in text
     assert "r0\\|x | 2 |" in text and "… 8 more reasons" in text and "e line" in text
+
+
+def test_step_reads_and_records_errors_through_its_io_manager_root(sim_server, tmp_path, instance):
+    """Issue 14: the step's extra tables are the IO manager's (read_table, error_table), even
+    when its root is not the environment's."""
+    io = DeltaIOManager(root=str(tmp_path / "other_root"), storage_options={})
+    env = Storage.from_env()
+    assert io.storage.root != env.root
+    first = materialize([tickets, triage_asset()], sim_server(fail_5xx=0.35, seed=7), io, instance)
+    assert first.success
+    failed = ErrorTable(io.storage).read(run_id=first.run_id)
+    assert failed.height > 0 and not ErrorTable(env).exists()
+    md = first.asset_materializations_for_node("ticket_triage")[0].metadata
+    assert md["error_report_uri"].value == io.error_table().uri
+    clean = sim_server()
+    second = materialize(
+        [tickets, triage_asset()],
+        clean,
+        io,
+        instance,
+        only_failed=True,
+        selection=["ticket_triage"],
+    )
+    assert second.success and clean.stats()["served"] == failed.height  # read io's own table

@@ -16,6 +16,7 @@ import pytest
 
 from lakeloom.assets.error_table import write_error_report
 from lakeloom.assets.location import CodeLocation, CodeLocationError, location_from_pyproject
+from lakeloom.storage.errors import ErrorTable
 from lakeloom.storage.settings import Storage
 
 LAKELOOM = str(Path(sys.executable).with_name("lakeloom"))
@@ -141,7 +142,12 @@ def failed_rows(storage: Storage) -> None:
         }
     )
     write_error_report(
-        frame, asset="labels", run_id="r1", keys=["id"], partition_columns=["day"], storage=storage
+        frame,
+        asset="labels",
+        run_id="r1",
+        keys=["id"],
+        partition_columns=["day"],
+        errors=ErrorTable(storage),
     )
 
 
@@ -181,11 +187,11 @@ def test_errors_without_flags_names_the_location_the_run_came_from(project, tmp_
     storage = Storage.from_env()
     write_error_report(
         frame, asset="labels", run_id=run_id, keys=["id"], partition_columns=[],
-        storage=storage,
+        errors=ErrorTable(storage),
     )  # fmt: skip
     write_error_report(
         frame, asset="labels", run_id="not-a-dagster-run", keys=["id"], partition_columns=[],
-        storage=storage,
+        errors=ErrorTable(storage),
     )  # fmt: skip
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
