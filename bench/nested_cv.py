@@ -26,7 +26,8 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from lakeloom.core.predict import PredictSpec, nested_cv
+from lakeloom.core.predict import nested_cv
+from lakeloom.core.specs import PredictSpec
 
 GRID = {"num_leaves": (7, 15), "learning_rate": (0.1, 0.2)}
 FIXED = {"n_estimators": 25}

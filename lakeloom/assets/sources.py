@@ -15,10 +15,12 @@ import glob
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from lakeloom.assets.options import LLM_ONLY, AssetOptions, resolve_options
 from lakeloom.core.readers import Format, SchemaLike, load_files, polars_schema, resolve_files
 from lakeloom.io_managers.partitions import (
     DEFAULT_COLUMN,
@@ -43,6 +45,7 @@ def file_source_asset(
     group_name: str | None = None,
     description: str | None = None,
     io_manager_key: str = "io_manager",
+    options: AssetOptions | None = None,
 ) -> dg.AssetsDefinition:
     """Build a (partitioned) asset whose output is the validated rows of source files.
 
@@ -58,6 +61,8 @@ def file_source_asset(
         group_name: Dagster asset group.
         description: Asset description (default: the source path).
         io_manager_key: Resource key of the Delta IO manager.
+        options: The same Dagster options as a typed ``AssetOptions`` (the keywords above build
+            one); its LLM-only fields (mode, batch, checks) are refused.
 
     Examples:
         >>> reviews = file_source_asset(
@@ -66,36 +71,32 @@ def file_source_asset(
         ...     partitions_def=dg.StaticPartitionsDefinition(["2024-01", "2024-02"]),
         ... )
     """
-    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
-        raise ValueError(f"file_source_asset {name!r}: multi-dimensional partitions unsupported")
-    dtypes = polars_schema(schema)
-    templated = PLACEHOLDER in str(path)
-    column = partition_column or DEFAULT_COLUMN
-    if partitions_def is not None and not templated and column not in dtypes:
-        raise ValueError(
-            f"file_source_asset {name!r}: {path!s} has no {PLACEHOLDER} placeholder, so partition "
-            f"column {column!r} must be in the declared schema {list(dtypes)}"
-        )
-    if partitions_def is None and templated:
-        raise ValueError(f"file_source_asset {name!r}: {PLACEHOLDER} in path needs partitions_def")
-    metadata = {
-        "source_path": str(path),
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(c, str(t)) for c, t in dtypes.items()]
-        ),
-    }
-    if partitions_def is not None:
-        metadata["partition_expr"] = column
-
-    @dg.asset(
-        name=name,
+    opts = resolve_options(
+        options,
+        "file_source_asset",
+        partitions_def=partitions_def,
         key_prefix=key_prefix,
         group_name=group_name,
-        description=description or f"Raw rows of {path}",
+        description=description,
+        io_manager_key=io_manager_key,
+    )
+    opts.refuse(LLM_ONLY, "file_source_asset")
+    partitions_def = opts.partitions_def
+    metadata = _definition_metadata(name, path, schema, partitions_def, partition_column)
+    column = partition_column or DEFAULT_COLUMN
+    templated = PLACEHOLDER in str(path)
+
+    @dg.asset(
+        key=dg.AssetKey(opts.key_path(name)),
+        group_name=opts.group_name,
+        description=opts.description or f"Raw rows of {path}",
         partitions_def=partitions_def,
         metadata=metadata,
-        io_manager_key=io_manager_key,
-        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def is not None else None,
+        io_manager_key=opts.io_manager_key,
+        pool=opts.pool,
+        retry_policy=opts.retries(None),
+        backfill_policy=opts.backfill_policy
+        or (dg.BackfillPolicy.single_run() if partitions_def is not None else None),
         kinds={"delta", "polars"},
     )
     def _source(context: dg.AssetExecutionContext) -> pl.DataFrame:
@@ -117,6 +118,37 @@ def file_source_asset(
         return df
 
     return _source
+
+
+def _definition_metadata(
+    name: str,
+    path: str | Path,
+    schema: SchemaLike,
+    partitions_def: dg.PartitionsDefinition | None,
+    partition_column: str | None,
+) -> dict[str, Any]:
+    """Check the path/partition combination and describe the source's columns."""
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        raise ValueError(f"file_source_asset {name!r}: multi-dimensional partitions unsupported")
+    dtypes = polars_schema(schema)
+    templated = PLACEHOLDER in str(path)
+    column = partition_column or DEFAULT_COLUMN
+    if partitions_def is not None and not templated and column not in dtypes:
+        raise ValueError(
+            f"file_source_asset {name!r}: {path!s} has no {PLACEHOLDER} placeholder, so partition "
+            f"column {column!r} must be in the declared schema {list(dtypes)}"
+        )
+    if partitions_def is None and templated:
+        raise ValueError(f"file_source_asset {name!r}: {PLACEHOLDER} in path needs partitions_def")
+    metadata: dict[str, Any] = {
+        "source_path": str(path),
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(c, str(t)) for c, t in dtypes.items()]
+        ),
+    }
+    if partitions_def is not None:
+        metadata["partition_expr"] = column
+    return metadata
 
 
 def _load_templated(

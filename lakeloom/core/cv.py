@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from lakeloom.core.estimators import Layout, get_estimator, predict_proba_full
 from lakeloom.core.features import FeatureMismatchError, FeatureSchema, TargetInfo, resolve_column
-from lakeloom.core.predict_spec import (
+from lakeloom.core.specs import (
     CLASSIFICATION_METRICS,
     LOWER_IS_BETTER,
     REGRESSION_METRICS,

@@ -44,13 +44,12 @@ from lakeloom.core.estimators import (
     register_estimator,
 )
 from lakeloom.core.features import FeatureMismatchError, FeatureSchema, TargetInfo
-from lakeloom.core.predict_spec import PredictSpec
+from lakeloom.core.specs import PredictSpec
 
 __all__ = [
     "EstimatorEntry",
     "FeatureMismatchError",
     "NestedCVResult",
-    "PredictSpec",
     "TrainedModel",
     "TrainingData",
     "evaluate",

@@ -1,14 +1,17 @@
-"""Column transformations as data: frozen, validated specs that also fingerprint themselves.
+"""The specs, lakeloom's public API: frozen, validated data that also fingerprints itself.
 
-A spec says *what* to compute (which column, which prompt and output type, which model and
-parameters), never *how* (provider, limits, cache: those are the engine's). Its ``version`` hashes
-exactly what changes the output, so an edited prompt, schema, model or parameter changes the
-Dagster code version of that asset alone, while batch sizes or concurrency do not.
+``EmbedSpec``, ``GenerateSpec`` and ``PredictSpec`` say *what* to compute (which column, prompt
+and output type, model, parameters, features), never *how* (provider, limits, cache, Dagster
+options: those are the engine's and the factories'). A spec's ``version`` hashes exactly what
+changes the output, so an edited prompt, schema, model or parameter changes the Dagster code
+version of that asset alone, while batch sizes or concurrency do not. :func:`digest` is the one
+"16 hex of sha256" of the package: spec versions, code versions and metadata hashes all use it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import Any, Literal
@@ -16,6 +19,8 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lakeloom.core.estimators import get_estimator
+from lakeloom.core.features import Task
 from lakeloom.core.prompt import PromptTemplate
 from lakeloom.core.schema import OutputSchema
 from lakeloom.engine.keys import canonical_json
@@ -31,8 +36,21 @@ StructuredOutput = Literal["json_schema", "json_object", "none"]
 """
 
 
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
+DIGEST_HEX_CHARS = 16
+
+
+def digest(payload: Any) -> str:
+    """16 hex chars of sha256: over ``payload`` itself when it is text, else its canonical JSON.
+
+    Text goes in as is so that a frozen serialization (see ``PredictSpec.version``) or a raw
+    prompt hashes exactly as it always has.
+
+    Examples:
+        >>> digest({"b": 1, "a": "x"}) == digest('{"a":"x","b":1}')
+        True
+    """
+    text = payload if isinstance(payload, str) else canonical_json(payload)
+    return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_HEX_CHARS]
 
 
 class _Spec(BaseModel):
@@ -45,7 +63,7 @@ class _Spec(BaseModel):
     @property
     def version(self) -> str:
         """16 hex chars of sha256 over :meth:`fingerprint`: the asset's code version."""
-        return _digest(self.fingerprint())
+        return digest(self.fingerprint())
 
 
 class EmbedSpec(_Spec):
@@ -188,3 +206,124 @@ class GenerateSpec(_Spec):
     ) -> None:
         """Fail before any request when the prompt names a column the input lacks."""
         self.template.validate(schema, where=where)
+
+
+Metric = Literal["accuracy", "f1_macro", "roc_auc", "log_loss", "rmse", "mae", "r2"]
+CLASSIFICATION_METRICS: tuple[Metric, ...] = ("accuracy", "f1_macro", "roc_auc", "log_loss")
+REGRESSION_METRICS: tuple[Metric, ...] = ("rmse", "mae", "r2")
+LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "rmse", "mae"})
+GridValue = bool | int | float | str | None
+
+# Fields that change how fast a run goes but never what it computes: left out of the spec hash.
+_EXECUTION_ONLY = {"n_jobs"}
+
+
+class PredictSpec(_Spec):
+    """Features, target, estimator, grid and cross-validation plan of one model.
+
+    Examples:
+        >>> spec = PredictSpec(
+        ...     features=("embedding", "length", "source"),
+        ...     target="labels.sentiment",
+        ...     estimator="lightgbm",
+        ...     param_grid={"num_leaves": (15, 31)},
+        ... )
+        >>> spec.outer_folds, spec.inner_folds
+        (5, 3)
+    """
+
+    features: tuple[str, ...] = Field(
+        min_length=1,
+        description="Feature columns: numeric, categorical/enum/string, or list[f32] embeddings; "
+        "'column.field' addresses a struct field.",
+    )
+    target: str = Field(description="Target column (or 'column.field'); null rows are unlabelled.")
+    task: Task | None = Field(
+        None, description="classification or regression; None infers (float → regression)."
+    )
+    categorical: tuple[str, ...] = Field(
+        (), description="Features to treat as categorical even though they are numeric."
+    )
+    estimator: str = Field("lightgbm", description="Registered estimator name.")
+    param_grid: dict[str, tuple[GridValue, ...]] = Field(
+        default_factory=dict,
+        description="Hyper-parameter grid searched by the inner CV; empty → estimator's default.",
+    )
+    outer_folds: int = Field(5, ge=2, le=50, description="Folds of the unbiased outer estimate.")
+    inner_folds: int = Field(3, ge=2, le=50, description="Folds of the inner grid search.")
+    stratify: bool = Field(True, description="Stratify folds on the class (classification only).")
+    group_column: str | None = Field(
+        None, description="Rows sharing a value of this column never straddle train and test."
+    )
+    scoring: Metric | None = Field(
+        None, description="Inner-search metric; None → log_loss (classification) or rmse."
+    )
+    seed: int = Field(0, description="Seeds the fold shuffles and the estimators.")
+    n_jobs: int = Field(1, description="Outer folds run in parallel (joblib); -1 = all cores.")
+    estimator_threads: int = Field(
+        1, ge=1, description="Threads per estimator fit; keep 1 when folds run in parallel."
+    )
+
+    @field_validator("param_grid", mode="before")
+    @classmethod
+    def _grid_lists(cls, grid: Any) -> Any:
+        """Accept scalars and lists for grid values; every value becomes a non-empty tuple."""
+        if not isinstance(grid, dict):
+            return grid
+        out = {}
+        for key, values in grid.items():
+            values = tuple(values) if isinstance(values, list | tuple) else (values,)
+            if not values:
+                raise ValueError(f"param_grid[{key!r}] is empty")
+            out[key] = values
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PredictSpec:
+        entry = get_estimator(self.estimator)
+        entry.check_params(list(self.param_grid))
+        if self.target in self.features:
+            raise ValueError(f"target {self.target!r} is also listed as a feature")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError(f"duplicate features in {self.features}")
+        unknown = set(self.categorical) - set(self.features)
+        if unknown:
+            raise ValueError(f"categorical columns {sorted(unknown)} are not in features")
+        if self.scoring is not None and self.task is not None:
+            allowed = (
+                CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+            )
+            if self.scoring not in allowed:
+                raise ValueError(f"scoring {self.scoring!r} does not apply to {self.task}")
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs must be a positive number of workers or -1")
+        return self
+
+    def grid(self) -> dict[str, tuple[Any, ...]]:
+        """Return the declared grid, or the estimator's default one when none is declared."""
+        if self.param_grid:
+            return dict(self.param_grid)
+        return {k: tuple(v) for k, v in get_estimator(self.estimator).default_grid.items()}
+
+    def scoring_for(self, task: Task) -> Metric:
+        """Return the inner-search metric for ``task``."""
+        if self.scoring is not None:
+            return self.scoring
+        return "log_loss" if task == "classification" else "rmse"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Every field that changes the result (not ``n_jobs``)."""
+        return self.model_dump(mode="json", exclude=_EXECUTION_ONLY)
+
+    @property
+    def version(self) -> str:
+        """16 hex of sha256 over the fingerprint as ASCII-escaped JSON (stored models carry it).
+
+        Escaped, not raw UTF-8 as the LLM specs: that is the hash PredictSpec has always had, so
+        code versions and stored model cards of non-ASCII feature names stay what they were.
+        """
+        return digest(json.dumps(self.fingerprint(), sort_keys=True, separators=(",", ":")))
+
+    def spec_hash(self) -> str:
+        """The same value as :attr:`version`: the name model cards and the model store use."""
+        return self.version

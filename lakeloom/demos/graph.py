@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from lakeloom.assets.factories import embedding_asset, generated_asset
 from lakeloom.assets.predict import cv_report_asset, model_asset, prediction_asset
 from lakeloom.assets.sources import file_source_asset
-from lakeloom.core.predict import PredictSpec
+from lakeloom.core.specs import PredictSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "reviews"
 SOURCES = ["amazon", "movies", "nyt", "tweets"]

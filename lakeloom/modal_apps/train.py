@@ -25,7 +25,8 @@ import polars as pl
 
 from lakeloom.core.cv import FoldResult, NestedCVResult, TrainingData, assemble
 from lakeloom.core.features import FeatureSchema, TargetInfo
-from lakeloom.core.predict import PredictSpec, fit, predict, prepare_training_data, run_outer_fold
+from lakeloom.core.predict import fit, predict, prepare_training_data, run_outer_fold
+from lakeloom.core.specs import PredictSpec
 from lakeloom.modal_apps.config import TrainConfig
 from lakeloom.modal_apps.refs import as_ref, open_reference, ref_dict
 from lakeloom.models.store import ModelRef, ModelStore

@@ -29,7 +29,7 @@ import polars as pl
 
 from lakeloom.core.features import FeatureSchema, TargetInfo
 from lakeloom.core.predict import TrainedModel
-from lakeloom.core.predict_spec import PredictSpec
+from lakeloom.core.specs import PredictSpec
 
 JOBLIB = "model.joblib"
 NATIVE = "model.lgb.txt"

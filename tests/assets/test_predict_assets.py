@@ -10,7 +10,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from deltalake import DeltaTable
 
 from lakeloom.assets.predict import cv_report_asset, join_sources, model_asset, prediction_asset
-from lakeloom.core.predict import PredictSpec
+from lakeloom.core.specs import PredictSpec
 from lakeloom.models import ModelStore
 from lakeloom.storage.ref import Ref
 from tests.fixtures.delta_io import mat_metadata, read

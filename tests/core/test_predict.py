@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from lakeloom.core.features import FeatureMismatchError, FeatureSchema
-from lakeloom.core.predict import PredictSpec, evaluate, fit, predict
+from lakeloom.core.predict import evaluate, fit, predict
+from lakeloom.core.specs import PredictSpec
 
 ESTIMATORS = {
     "lightgbm": {"n_estimators": (40,), "num_leaves": (7,)},

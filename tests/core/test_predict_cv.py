@@ -17,7 +17,7 @@ from lakeloom.core.cv import (
     run_outer_fold,
 )
 from lakeloom.core.estimators import EstimatorEntry, register_estimator
-from lakeloom.core.predict_spec import PredictSpec
+from lakeloom.core.specs import PredictSpec
 
 
 def features_of(df: pl.DataFrame, *exclude: str) -> tuple[str, ...]:

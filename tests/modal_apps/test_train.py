@@ -12,7 +12,8 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from lakeloom.core.cv import evaluate
-from lakeloom.core.predict import PredictSpec, fit, predict
+from lakeloom.core.predict import fit, predict
+from lakeloom.core.specs import PredictSpec
 from lakeloom.modal_apps import train
 from lakeloom.modal_apps.refs import remap_root
 from lakeloom.models.store import ModelRef, ModelStore

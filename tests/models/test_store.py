@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from lakeloom.core.features import FeatureMismatchError
-from lakeloom.core.predict import PredictSpec, fit, predict
+from lakeloom.core.predict import fit, predict
+from lakeloom.core.specs import PredictSpec
 from lakeloom.models import (
     ModelIntegrityError,
     ModelNotFoundError,

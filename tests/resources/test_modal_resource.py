@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from lakeloom.core.cv import evaluate
-from lakeloom.core.predict import PredictSpec
+from lakeloom.core.specs import PredictSpec
 from lakeloom.modal_apps import train
 from lakeloom.modal_apps.config import TrainConfig
 from lakeloom.modal_apps.credentials import ModalCredentialsError, credentials_source

@@ -9,7 +9,8 @@ import polars as pl
 from deltalake import DeltaTable
 
 from lakeloom.cli import build_parser
-from lakeloom.core.predict import PredictSpec, fit, predict
+from lakeloom.core.predict import fit, predict
+from lakeloom.core.specs import PredictSpec
 from lakeloom.engine.cache.store import ResponseCache
 from lakeloom.engine.limiter.base import UnlimitedLimiter
 from lakeloom.engine.provider import ProviderConfig
@@ -17,7 +18,7 @@ from lakeloom.engine.runner import Engine
 from lakeloom.io_managers import DeltaIOManager
 from lakeloom.models import ModelStore
 from lakeloom.storage.catalog import Catalog
-from lakeloom.storage.cli_sql import run as sql_run
+from lakeloom.storage.cli import run_sql as sql_run
 from lakeloom.storage.ref import ref
 from lakeloom.storage.settings import Storage
 from tests.fixtures.engine import chat_bodies
