@@ -174,6 +174,13 @@ class _Pending:
         self.cost = 0.0
         self.last_error: str | None = None
 
+    def charge(self, result: LLMResult) -> None:
+        """Count one attempt and its tokens and cost (the first row carries them)."""
+        self.tries += 1
+        self.in_tokens += result.input_tokens
+        self.out_tokens += result.output_tokens
+        self.cost += result.cost_usd
+
 
 def run_generate(
     df: pl.DataFrame,
@@ -199,33 +206,12 @@ def run_generate(
     mode = structured_output or provider_capability(engine)
     context = context if context is not None else RunContext()  # one budget for every round
     schema = spec.schema
-    n = df.height
-    ledger = RowLedger(n)
-    values: list[Any] = [None] * n
+    ledger = RowLedger(df.height)
+    values: list[Any] = [None] * df.height
     stats = ColumnStats()
     latencies: list[float] = []
-
-    rendered = df.select(spec.template.expr("p"), spec.template.skip_reason().alias("s"))
-    prompts, skips = rendered["p"].to_list(), rendered["s"].to_list()
-    system = system_message(spec, mode)
-    pending: dict[str, _Pending] = {}
-    by_prompt: dict[tuple[str, str | None], _Pending] = {}
-    olds = list(supersedes) if supersedes is not None else [None] * n
     labels = row_labels(df, label_columns if label_columns is not None else keep)
-    for i, (prompt, skip, old) in enumerate(zip(prompts, skips, olds, strict=True)):
-        if skip is not None:
-            ledger.status[i], ledger.error[i] = "skipped", skip
-            continue
-        item = by_prompt.get((prompt, old))
-        if item is None:
-            messages = [{"role": "user", "content": prompt}]
-            if system:
-                messages.insert(0, {"role": "system", "content": system})
-            item = by_prompt[(prompt, old)] = _Pending(messages, [], old)
-        item.rows.append(i)
-        ledger.supersedes[i] = old
-
-    queue = list(by_prompt.values())
+    queue = _distinct_prompts(df, spec, mode, ledger, supersedes)
     for round_no in range(spec.max_repairs + 1):
         if not queue:
             break
@@ -244,10 +230,7 @@ def run_generate(
         queue = []
         for key, item in pending.items():
             result = results[key]
-            item.tries += 1
-            item.in_tokens += result.input_tokens
-            item.out_tokens += result.output_tokens
-            item.cost += result.cost_usd
+            item.charge(result)
             if not result.from_cache and result.latency_s:
                 latencies.append(result.latency_s)
             model = result.model or spec.model
@@ -260,23 +243,8 @@ def run_generate(
                     raise ValueError(finish)
                 value = schema.parse(content)
             except ValueError as exc:
-                reason = _reason(exc)
-                if finish == "length":
-                    reason = f"answer cut off at max_tokens={spec.max_tokens} ({reason})"
-                item.last_error = reason
-                if round_no < spec.max_repairs:
-                    item.messages = _repair_messages(item.messages, content, reason, schema)
+                if _invalid(ledger, item, key, model, spec, content, finish, exc, round_no):
                     queue.append(item)
-                else:
-                    attempts = f"{item.tries} attempt" + ("s" if item.tries > 1 else "")
-                    _settle(
-                        ledger,
-                        item,
-                        key,
-                        model,
-                        "error",
-                        f"invalid output after {attempts}: {reason}",
-                    )
                 continue
             for row in item.rows:
                 values[row] = value
@@ -284,6 +252,61 @@ def run_generate(
 
     frame = assemble(df, keep, schema.series(spec.output_column, values), ledger)
     return frame, stats.finish(ledger, latencies)
+
+
+def _distinct_prompts(
+    df: pl.DataFrame,
+    spec: GenerateSpec,
+    mode: StructuredOutput,
+    ledger: RowLedger,
+    supersedes: Sequence[str | None] | None,
+) -> list[_Pending]:
+    """One conversation per distinct (prompt, superseded hash); skipped rows settled here.
+
+    Identical prompts are asked once and their answer serves every row that rendered it.
+    """
+    rendered = df.select(spec.template.expr("p"), spec.template.skip_reason().alias("s"))
+    prompts, skips = rendered["p"].to_list(), rendered["s"].to_list()
+    system = system_message(spec, mode)
+    by_prompt: dict[tuple[str, str | None], _Pending] = {}
+    olds = list(supersedes) if supersedes is not None else [None] * df.height
+    for i, (prompt, skip, old) in enumerate(zip(prompts, skips, olds, strict=True)):
+        if skip is not None:
+            ledger.status[i], ledger.error[i] = "skipped", skip
+            continue
+        item = by_prompt.get((prompt, old))
+        if item is None:
+            messages = [{"role": "user", "content": prompt}]
+            if system:
+                messages.insert(0, {"role": "system", "content": system})
+            item = by_prompt[(prompt, old)] = _Pending(messages, [], old)
+        item.rows.append(i)
+        ledger.supersedes[i] = old
+    return list(by_prompt.values())
+
+
+def _invalid(
+    ledger: RowLedger,
+    item: _Pending,
+    key: str,
+    model: str,
+    spec: GenerateSpec,
+    content: str | None,
+    finish: str | None,
+    exc: ValueError,
+    round_no: int,
+) -> bool:
+    """An answer that failed validation: True to ask again (repair), else its rows fail."""
+    reason = _reason(exc)
+    if finish == "length":
+        reason = f"answer cut off at max_tokens={spec.max_tokens} ({reason})"
+    item.last_error = reason
+    if round_no < spec.max_repairs:
+        item.messages = _repair_messages(item.messages, content, reason, spec.schema)
+        return True
+    attempts = f"{item.tries} attempt" + ("s" if item.tries > 1 else "")
+    _settle(ledger, item, key, model, "error", f"invalid output after {attempts}: {reason}")
+    return False
 
 
 def _book_partitions(context: RunContext, pending: dict[str, _Pending]) -> None:

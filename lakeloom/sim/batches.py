@@ -37,6 +37,19 @@ from lakeloom.sim.server import Simulator, error_body
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 _JSON = "application/json"
+STAT_COUNTERS = (
+    "files_uploaded", "bytes_uploaded", "uploads_rejected", "batches_created",
+    "batches_cancelled", "content_downloads", "downloads_failed", "cancels_failed",
+    "creates_failed", "lines_ok", "lines_failed", "lines_unprocessed", "prompt_tokens",
+    "completion_tokens",
+)  # fmt: skip
+"""The counters ``GET /stats/batches`` reports (0 when nothing happened)."""
+STAT_SETTINGS = (
+    "batch_delay_s", "batch_fail_rate", "batch_expire_rate", "batch_reject_rate",
+    "batch_max_requests", "batch_max_bytes", "batch_download_failures", "batch_cancel_failures",
+    "batch_create_failures", "batch_fault_drop", "batch_cancel_share",
+)  # fmt: skip
+"""The batch settings it echoes back, so a test sees which knobs its simulator runs with."""
 
 
 def _error(
@@ -261,44 +274,13 @@ class BatchSim:
 
     async def stats(self, request: web.Request) -> web.Response:
         """``GET /stats/batches``: counters, batch statuses and the batch settings."""
-        cfg = self.config
         statuses = Counter(b.status for b in self.batches.values())
         return self._reply(
             {
-                **{
-                    k: self.counts[k]
-                    for k in (
-                        "files_uploaded",
-                        "bytes_uploaded",
-                        "uploads_rejected",
-                        "batches_created",
-                        "batches_cancelled",
-                        "content_downloads",
-                        "downloads_failed",
-                        "cancels_failed",
-                        "creates_failed",
-                        "lines_ok",
-                        "lines_failed",
-                        "lines_unprocessed",
-                        "prompt_tokens",
-                        "completion_tokens",
-                    )
-                },
+                **{k: self.counts[k] for k in STAT_COUNTERS},
                 "statuses": dict(statuses),
                 "billed": {m: dict(u) for m, u in self.sim.stats.billed["batch"].items()},
-                "config": {
-                    "batch_delay_s": cfg.batch_delay_s,
-                    "batch_fail_rate": cfg.batch_fail_rate,
-                    "batch_expire_rate": cfg.batch_expire_rate,
-                    "batch_reject_rate": cfg.batch_reject_rate,
-                    "batch_max_requests": cfg.batch_max_requests,
-                    "batch_max_bytes": cfg.batch_max_bytes,
-                    "batch_download_failures": cfg.batch_download_failures,
-                    "batch_cancel_failures": cfg.batch_cancel_failures,
-                    "batch_create_failures": cfg.batch_create_failures,
-                    "batch_fault_drop": cfg.batch_fault_drop,
-                    "batch_cancel_share": cfg.batch_cancel_share,
-                },
+                "config": self.config.model_dump(include=set(STAT_SETTINGS)),
             }
         )
 

@@ -39,6 +39,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lakeloom.engine.cache import journal
+from lakeloom.engine.cache.match import match_keys
 from lakeloom.engine.cache.scan import ScanStats, scan_keys
 from lakeloom.engine.crash import crash_point
 from lakeloom.storage.delta import table_exists, write_table
@@ -55,7 +56,6 @@ SCHEMA = {
 }
 _LOOKUP_COLUMNS = ["request_hash", "response", "model", "input_tokens", "output_tokens"]
 _LOOKUP_SCHEMA = {c: SCHEMA[c] for c in _LOOKUP_COLUMNS}
-_K64 = pl.col("request_hash").str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("k64")
 
 
 @dataclass(slots=True)
@@ -162,17 +162,7 @@ class ResponseCache:
             time.time_ns() // 1000,
             response_text,
         ]
-        data = journal.encode(row)
-        with self._lock:
-            if self._segment is None:
-                self._open_segment()
-            assert self._segment is not None
-            journal.write_through(self._segment, data, fsync=self.fsync)
-            self._pending.append(row)
-            due = len(self._pending) >= self.flush_every
-        crash_point("journal_append")
-        if due and self._flush_due is not None:
-            self._flush_due.set()
+        self._journal([row])
 
     def append_many(self, entries: Sequence[tuple[str, str, str, str, int, int]]) -> None:
         """Record the entries of one paid answer together (an embeddings batch, per input).
@@ -184,6 +174,10 @@ class ResponseCache:
             return
         now = time.time_ns() // 1000
         rows = [[k, m, e, i, o, now, text] for k, m, e, text, i, o in entries]
+        self._journal(rows)
+
+    def _journal(self, rows: list[list[Any]]) -> None:
+        """One unbuffered write of ``rows`` to the live segment, then they are pending."""
         data = b"".join(journal.encode(row) for row in rows)
         with self._lock:
             if self._segment is None:
@@ -311,16 +305,14 @@ class ResponseCache:
         """Look up many keys at once: one row per key, in order, nulls where not cached.
 
         Columns: request_hash, response (JSON text or null), model, input_tokens,
-        output_tokens. The join runs on the first 64 bits of the hash as an integer (several
-        times faster than joining strings); the full hash is then compared, so a 64-bit
-        collision can only cause a miss, never a wrong answer. ``models`` (optional) prunes
+        output_tokens (the in-memory join: :func:`~lakeloom.engine.cache.match.match_keys`;
+        a 64-bit collision can only cause a miss, never a wrong answer). ``models`` prunes
         the scan to those model partitions. Only rows whose key is asked for are read
         (``scan_stats`` counts them), so memory follows the lookup, not the cache.
         """
         keys = keys if isinstance(keys, pl.Series) else pl.Series(list(keys), dtype=pl.String)
-        left = pl.DataFrame({"request_hash": keys.cast(pl.String)}).with_columns(_K64)
         sources = []
-        stored = self._scan_keys(left["request_hash"], models)
+        stored = self._scan_keys(keys.cast(pl.String), models)
         if stored is not None and stored.height:
             sources.append(stored)
         with self._lock:
@@ -331,27 +323,7 @@ class ResponseCache:
             cached = pl.DataFrame(schema=_LOOKUP_SCHEMA)
         else:
             cached = pl.concat(sources, how="vertical_relaxed") if len(sources) > 1 else sources[0]
-            cached = cached.rechunk()  # a gather across scan chunks is ~10x slower than one
-        # Join integers, not strings: position of each key's row in ``cached`` (null = miss),
-        # then one gather of the response strings in input order.
-        positions = cached.select(_K64, pl.int_range(pl.len(), dtype=pl.UInt32).alias("i"))
-        positions = positions.unique("k64", keep="any")
-        index = left.select("k64").join(positions, on="k64", how="left", maintain_order="left")
-        out = cached.select(pl.all().gather(index["i"]))
-        clash = out["request_hash"].is_not_null() & (out["request_hash"] != left["request_hash"])
-        if clash.any():  # keys sharing 64 bits (rare): settle those rows by the full hash
-            exact = left.select("request_hash").with_columns(pl.lit(clash).alias("clash"))
-            exact = exact.join(
-                cached.unique("request_hash", keep="any"),
-                on="request_hash",
-                how="left",
-                maintain_order="left",
-            )
-            out = out.select(
-                pl.when(exact["clash"]).then(exact[c]).otherwise(pl.col(c)).alias(c)
-                for c in out.columns
-            )
-        out = out.with_columns(left["request_hash"])
+        out = match_keys(keys, cached)
         hits = out.height - out["response"].null_count()
         self.stats.hits += hits
         self.stats.misses += out.height - hits
