@@ -22,14 +22,19 @@ COMMANDS: list[str] = [
 
 
 # Where a command lives, so `lakeloom sql ...` imports one module, not every command's (dagster,
-# openai, modal: seconds per call). A command missing here still works, through every module.
+# openai, modal: seconds per call). A command missing here still works, through every module
+# (tests/test_cli.py checks that every registered command is here, under its own module).
 HOMES: dict[str, str] = {
+    "sim": "lakeloom.sim.cli",
     "sql": "lakeloom.storage.cli",
+    "storage": "lakeloom.storage.cli",
+    "modal": "lakeloom.modal_apps.cli",
     "cost": "lakeloom.engine.cli",
+    "cache": "lakeloom.engine.cache.cli",
+    "local": "lakeloom.local.cli",
+    "dataset": "lakeloom.assets.cli",
     "errors": "lakeloom.assets.cli",
     "forecast": "lakeloom.assets.cli",
-    "dataset": "lakeloom.assets.cli",
-    "storage": "lakeloom.storage.cli",
 }
 
 

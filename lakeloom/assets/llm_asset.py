@@ -18,6 +18,7 @@ from dagster import AssetExecutionContext
 
 from lakeloom.assets import checks
 from lakeloom.assets.column_kinds import ColumnKind
+from lakeloom.assets.define import define_asset
 from lakeloom.assets.error_report import LLMAssetConfig
 from lakeloom.assets.llm_step import ColumnLayout, run_step
 from lakeloom.assets.options import DEFAULT_RETRY, AssetOptions
@@ -135,7 +136,7 @@ def build_llm_asset(
     layout, partitions, metadata = _layout(name, source, key, kind, options, resource_key)
     asset_key = layout.asset_key
 
-    @dg.asset(
+    @define_asset(
         key=asset_key,
         ins={"upstream": dg.AssetIn(key=layout.source_key)},
         partitions_def=partitions,

@@ -1,0 +1,1 @@
+"""The embedded local model servers (llama.cpp chat, MiniLM embeddings) and their CLI."""

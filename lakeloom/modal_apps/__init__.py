@@ -1,0 +1,1 @@
+"""Modal apps (TEI, vLLM, training); containers import only what they use, so nothing here."""

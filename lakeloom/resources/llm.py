@@ -17,10 +17,16 @@ from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, SecretStr
+from pydantic.fields import FieldInfo
 
 from lakeloom.engine.provider import MissingAPIKeyError, ProviderConfig
 
 _DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "azure": "AZURE_OPENAI_API_KEY"}
+
+
+def _provider_field(name: str, **override: Any) -> Any:
+    """``ProviderConfig``'s field ``name`` (default, constraints, description) with ``override``."""
+    return FieldInfo.merge_field_infos(ProviderConfig.model_fields[name], **override)
 
 
 class PoolMismatchError(ValueError):
@@ -42,42 +48,38 @@ class LLMResource(dg.ConfigurableResource):
         ... )
     """
 
-    kind: Literal["openai", "azure", "compatible"] = Field(
-        default="compatible",
-        description="openai (api.openai.com), azure (Azure OpenAI), or compatible (any base_url: "
-        "vLLM, TGI, TEI, llama.cpp, the lakeloom simulator).",
-    )
-    base_url: str | None = Field(
-        default=None, description="API base URL ending in /v1 (azure: the resource endpoint)."
-    )
-    api_key: str | None = Field(
-        default=None,
+    # Fields shared with ProviderConfig take its default, constraints and description (one source;
+    # a default or description given here is where the resource deliberately differs) and reach
+    # it through PROVIDER_FIELDS, not a hand copy. The annotations stay: Dagster builds the
+    # resource's config schema, and type checkers its signature, from them.
+    kind: Literal["openai", "azure", "compatible"] = _provider_field("kind", default="compatible")
+    base_url: str | None = _provider_field("base_url")
+    api_key: str | None = _provider_field(
+        "api_key",
         description="API key; pass dg.EnvVar('OPENAI_API_KEY') so only the variable's name is "
         "stored in run config.",
     )
-    api_key_env: str | None = Field(
-        default=None,
+    api_key_env: str | None = _provider_field(
+        "api_key_env",
         description="Env var read at run time when api_key is unset (default OPENAI_API_KEY / "
         "AZURE_OPENAI_API_KEY; none for compatible servers).",
     )
-    api_version: str | None = Field(default=None, description="Azure API version.")
-    deployment: str | None = Field(default=None, description="Azure deployment name.")
-    structured_output: Literal["json_schema", "json_object", "none"] = Field(
-        default="json_schema",
-        description="How the server takes a JSON schema: json_schema (OpenAI, vLLM), json_object "
-        "(llama.cpp: {'type':'json_object','schema':...}), none (schema in the prompt).",
+    api_version: str | None = _provider_field("api_version")
+    deployment: str | None = _provider_field("deployment")
+    structured_output: Literal["json_schema", "json_object", "none"] = _provider_field(
+        "structured_output"
     )
-    rpm: int | None = Field(default=None, gt=0, description="Requests/minute limit (else learned).")
-    tpm: int | None = Field(default=None, gt=0, description="Tokens/minute limit (else learned).")
-    max_concurrency: int = Field(default=32, ge=1, le=4096, description="Requests in flight.")
-    timeout_s: float = Field(default=60.0, gt=0, description="Per-attempt timeout, seconds.")
-    max_attempts: int = Field(default=6, ge=1, le=50, description="Attempts per request.")
-    unreachable_after: int = Field(
-        default=20,
-        ge=1,
-        description="Consecutive connection failures after which the provider counts as down: "
-        "the rest of the run is not sent ('provider unreachable: not sent').",
-    )
+    rpm: int | None = _provider_field("rpm")
+    tpm: int | None = _provider_field("tpm")
+    max_concurrency: int = _provider_field("max_concurrency", default=32)
+    timeout_s: float = _provider_field("timeout_s")
+    max_attempts: int = _provider_field("max_attempts")
+    unreachable_after: int = _provider_field("unreachable_after")
+    cache_namespace: str | None = _provider_field("cache_namespace", default=None)
+    price_model: str | None = _provider_field("price_model")
+    limits: dict[str, dict[str, int | None]] | None = _provider_field("limits")
+
+    # The resource's own settings: the Dagster pool and what the Engine gets besides the provider.
     pool: str | None = Field(
         default=None,
         description="Dagster concurrency pool of the assets using this provider (checked at run "
@@ -87,16 +89,6 @@ class LLMResource(dg.ConfigurableResource):
         default=None, ge=0, description="Budget of one run; the engine stops before exceeding it."
     )
     cache: bool = Field(default=True, description="Reuse paid responses (cache keyed by request).")
-    cache_namespace: str | None = Field(
-        default=None,
-        description="Mixed into every cache key. Default: this provider's identity (kind + "
-        "normalized base URL), so another server never answers from this one's cache; give "
-        "providers the same name to share a cache on purpose; '' reads caches written before "
-        "namespaces (see `lakeloom cache migrate`).",
-    )
-    price_model: str | None = Field(
-        default=None, description="Price-table model for every request (Azure deployments)."
-    )
     limiter_url: str | None = Field(
         default=None,
         description="Shared limiter state for all runs against this provider (redis://...); "
@@ -104,11 +96,6 @@ class LLMResource(dg.ConfigurableResource):
     )
     prices: dict[str, dict[str, float]] | None = Field(
         default=None, description="Price overrides, USD per 1M tokens: {model: {input, output}}."
-    )
-    limits: dict[str, dict[str, int]] | None = Field(
-        default=None,
-        description="Per-model overrides of the bundled provider limits ('*' = every model): "
-        "context_window, max_output, max_inputs, max_input_tokens, max_request_tokens.",
     )
 
     _checked: bool = PrivateAttr(default=False)
@@ -126,24 +113,8 @@ class LLMResource(dg.ConfigurableResource):
                 f"{self.key_env_name()} environment variable (or api_key=dg.EnvVar(...)); "
                 "nothing was sent"
             )
-        return ProviderConfig(
-            kind=self.kind,
-            base_url=self.base_url,
-            api_key=SecretStr(key) if key else None,
-            api_key_env=self.api_key_env,
-            api_version=self.api_version,
-            deployment=self.deployment,
-            timeout_s=self.timeout_s,
-            max_concurrency=self.max_concurrency,
-            max_attempts=self.max_attempts,
-            unreachable_after=self.unreachable_after,
-            structured_output=self.structured_output,
-            rpm=self.rpm,
-            tpm=self.tpm,
-            price_model=self.price_model,
-            cache_namespace=self.cache_namespace,
-            limits=self.limits,
-        )
+        shared = {name: getattr(self, name) for name in PROVIDER_FIELDS}
+        return ProviderConfig(**{**shared, "api_key": SecretStr(key) if key else None})
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Check the key before any step sends anything."""
@@ -170,3 +141,9 @@ class LLMResource(dg.ConfigurableResource):
             progress=progress,
             limiter_url=self.limiter_url,
         )
+
+
+# Every LLMResource field that ProviderConfig also declares; provider_config() passes each one on.
+PROVIDER_FIELDS: tuple[str, ...] = tuple(
+    name for name in LLMResource.model_fields if name in ProviderConfig.model_fields
+)

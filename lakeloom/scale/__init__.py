@@ -1,1 +1,1 @@
-"""Scaling out: local S3/Redis services, the scale-profile demo and its helpers."""
+"""Scaling out: executors (multiprocess, Celery), local S3/Redis services, one run per partition."""

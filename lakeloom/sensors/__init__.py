@@ -1,0 +1,1 @@
+"""Dagster sensors: run-status webhooks and notifications."""

@@ -197,7 +197,7 @@ def test_cli_reads_sql_from_stdin_in_a_real_process(lake):
 
 
 def test_cli_interactive_shell(lake, monkeypatch, capsys):
-    from lakeloom.storage import cli_sql as catalog_cli
+    from lakeloom.storage import cli as catalog_cli
 
     lines = iter(["SELECT count(*) AS n", "FROM raw__reviews;", ".tables", ".quit"])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))

@@ -1,0 +1,1 @@
+"""The OpenAI Batch API mode: request files, batch jobs, their Delta store and spend."""

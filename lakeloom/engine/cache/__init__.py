@@ -1,0 +1,1 @@
+"""The response cache: entries keyed by request, their journal, scans and namespaces."""

@@ -1,0 +1,1 @@
+"""Rate limiting: the decision core, its local and shared (Redis) stores, header learning."""
