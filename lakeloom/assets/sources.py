@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from lakeloom.assets.define import define_asset
 from lakeloom.assets.options import LLM_ONLY, AssetOptions, resolve_options
 from lakeloom.core.readers import Format, SchemaLike, load_files, polars_schema, resolve_files
 from lakeloom.io_managers.partitions import (
@@ -86,7 +87,7 @@ def file_source_asset(
     column = partition_column or DEFAULT_COLUMN
     templated = PLACEHOLDER in str(path)
 
-    @dg.asset(
+    @define_asset(
         key=dg.AssetKey(opts.key_path(name)),
         group_name=opts.group_name,
         description=opts.description or f"Raw rows of {path}",
