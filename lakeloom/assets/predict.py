@@ -268,6 +268,13 @@ def _score(
     return out.with_columns(pl.lit(tag).alias("_model_version")), trained, tag
 
 
+def _check_card(model: pl.DataFrame, model_key: dg.AssetKey) -> None:
+    if model.height != 1 or not set(CARD_COLUMNS) <= set(model.columns):
+        raise ValueError(
+            f"{model_key.to_user_string()} is not a model card (one row with {CARD_COLUMNS})"
+        )
+
+
 def _prediction_metadata(
     out: pl.DataFrame, trained: TrainedModel, tag: str, prediction_column: str
 ) -> dict[str, Any]:
@@ -343,10 +350,7 @@ def prediction_asset(
         kinds={"polars", "deltalake"},
     )
     def _asset(context: dg.AssetExecutionContext, model: pl.DataFrame, **inputs: pl.DataFrame):
-        if model.height != 1 or not set(CARD_COLUMNS) <= set(model.columns):
-            raise ValueError(
-                f"{model_key.to_user_string()} is not a model card (one row with {CARD_COLUMNS})"
-            )
+        _check_card(model, model_key)
         first = next(iter(inputs.values()))
         wanted = [*keep_cols, *(c for c in partition_columns if c in first.columns)]
         out, trained, tag = _score(

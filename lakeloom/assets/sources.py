@@ -85,7 +85,6 @@ def file_source_asset(
     partitions_def = opts.partitions_def
     metadata = _definition_metadata(name, path, schema, partitions_def, partition_column)
     column = partition_column or DEFAULT_COLUMN
-    templated = PLACEHOLDER in str(path)
 
     @define_asset(
         key=dg.AssetKey(opts.key_path(name)),
@@ -101,20 +100,8 @@ def file_source_asset(
         kinds={"delta", "polars"},
     )
     def _source(context: dg.AssetExecutionContext) -> pl.DataFrame:
-        if partitions_def is None:
-            df = load_files(path, schema, key, format=format)
-            files = len(resolve_files(path))
-        elif templated:
-            df, files = _load_templated(
-                str(path), schema, key, format, partitions_def, column, list(context.partition_keys)
-            )
-        else:
-            files = len(resolve_files(path))
-            df = load_files(path, schema, key, format=format, partition_column=column)
-            dims = dimensions(partitions_def, {"partition_expr": column})
-            keys = tuple(sorted(context.partition_keys))
-            selection = Selection(dims, column_dtypes(dims, df.schema), keys)
-            df = df.filter(selection.expr())
+        keys = list(context.partition_keys) if partitions_def is not None else []
+        df, files = _load(path, schema, key, format, partitions_def, column, keys)
         context.add_output_metadata({"source_files": files, "rows_loaded": df.height})
         return df
 
@@ -150,6 +137,27 @@ def _definition_metadata(
     if partitions_def is not None:
         metadata["partition_expr"] = column
     return metadata
+
+
+def _load(
+    path: str | Path,
+    schema: SchemaLike,
+    key: str | Sequence[str],
+    fmt: Format | None,
+    partitions_def: dg.PartitionsDefinition | None,
+    column: str,
+    keys: list[str],
+) -> tuple[pl.DataFrame, int]:
+    """The run's rows and how many files they came from: all, per partition, or filtered."""
+    if partitions_def is None:
+        return load_files(path, schema, key, format=fmt), len(resolve_files(path))
+    if PLACEHOLDER in str(path):
+        return _load_templated(str(path), schema, key, fmt, partitions_def, column, keys)
+    files = len(resolve_files(path))
+    df = load_files(path, schema, key, format=fmt, partition_column=column)
+    dims = dimensions(partitions_def, {"partition_expr": column})
+    selection = Selection(dims, column_dtypes(dims, df.schema), tuple(sorted(keys)))
+    return df.filter(selection.expr()), files
 
 
 def _load_templated(
