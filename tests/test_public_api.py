@@ -7,6 +7,7 @@ Before issue 14 the public API was seven deep import paths (``lakeloom.assets.fa
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,19 @@ def test_package_inits_hold_a_docstring_and_only_x_as_x_re_exports(path):
         package = ".".join(path.parent.relative_to(REPO).parts)
         assert node.module and node.module.startswith(package + "."), ast.unparse(node)
         assert all(a.asname == a.name for a in node.names), ast.unparse(node)
+
+
+def test_readme_imports_come_from_lakeloom_or_one_level_below():
+    """Issue 14: the README shows the public face, not three-level module paths."""
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    modules = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for block in blocks
+        for node in ast.walk(ast.parse(block))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    ]
+    ours = [m for m in modules if m and m.split(".")[0] == "lakeloom"]
+    assert ours, "the README imports nothing from lakeloom?"
+    assert [m for m in ours if m.count(".") > 1] == []
