@@ -12,7 +12,8 @@ Examples:
     >>> labels = generated_asset(  # doctest: +SKIP
     ...     "review_labels", source=reviews, prompt="Review: {text}", output=ReviewLabel,
     ...     key="review_id", model="gpt-4o-mini")
-    >>> spec = GenerateSpec(prompt="Review: {text}", output=ReviewLabel, model="gpt-4o-mini")
+    >>> spec = GenerateSpec(  # doctest: +SKIP
+    ...     prompt="Review: {text}", output=ReviewLabel, model="gpt-4o-mini")
     >>> labels = generated_asset(  # doctest: +SKIP
     ...     "review_labels", reviews, spec=spec, key="review_id",
     ...     options=AssetOptions(group_name="reviews", min_ok_ratio=0.95))
