@@ -185,7 +185,7 @@ class Engine(BlockingCalls):
         Raises the same pre-flight errors as a real run (unknown model, context window): they
         were raised by the preparation.
         """
-        history = {}
+        history: dict[str, float] = {}
         if expected_output_tokens is None:
             history = output_history(self.cache, sorted(set(prepared.planned.models)))
         return forecast(
