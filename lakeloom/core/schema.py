@@ -25,7 +25,6 @@ from functools import cached_property
 from typing import Any, Literal, get_args, get_origin
 
 import polars as pl
-from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
 from lakeloom.engine.keys import canonical_json
@@ -186,6 +185,10 @@ class OutputSchema:
         """The strict JSON schema of the answer (OpenAI strict rules: all keys required)."""
         if self.wire_model is None:
             return None
+        # The SDK's strict-schema builder, imported here: a Modal training container that only
+        # reads a PredictSpec from this package never needs the openai package.
+        from openai.lib._pydantic import to_strict_json_schema
+
         return to_strict_json_schema(self.wire_model)
 
     @cached_property
